@@ -1,0 +1,17 @@
+"""Loss modules (``nn.Module``); their functional forms live in :mod:`metrickit.functional`.
+
+One module per loss family, named after the loss. ``get_loss(name, **params)`` builds any
+batch-form loss by its registered name (see :func:`list_losses`).
+"""
+
+from ._base import Loss
+from ._registry import get_loss, list_losses
+from .contrastive import BatchContrastiveLoss, ContrastiveLoss
+
+__all__ = [
+    "Loss",
+    "get_loss",
+    "list_losses",
+    "ContrastiveLoss",
+    "BatchContrastiveLoss",
+]
