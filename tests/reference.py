@@ -7,6 +7,7 @@ checked against them for values, and (through ``numeric_grad``) for gradients.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -48,4 +49,192 @@ def batch_contrastive(emb, labels, margin=1.0) -> list[float]:
                 out.append(0.5 * d**2)
             else:
                 out.append(0.5 * max(margin - d, 0.0) ** 2)
+    return out
+
+
+# --- triplet family and miners -------------------------------------------------------------
+
+
+def triplet_dist(a, b, kind: str = "euclidean") -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if kind == "euclidean":
+        return euclid(a, b)
+    if kind == "squared_euclidean":
+        return float(np.sum((a - b) ** 2))
+    if kind == "cosine":
+        return 1.0 - float(a @ b) / (float(np.linalg.norm(a)) * float(np.linalg.norm(b)))
+    if kind == "dot":
+        return -float(a @ b)
+    raise ValueError(kind)
+
+
+def triplet_dist_matrix(emb, kind: str = "euclidean", ref=None) -> list[list[float]]:
+    ref = emb if ref is None else ref
+    return [[triplet_dist(x, y, kind) for y in ref] for x in emb]
+
+
+def triplet_masks(labels, ref_labels=None) -> tuple[list[list[bool]], list[list[bool]]]:
+    """Positive / negative relation; without ref_labels a sample is not its own positive."""
+    same_set = ref_labels is None
+    ref = labels if same_set else ref_labels
+    pos = [[li == lj and not (same_set and i == j) for j, lj in enumerate(ref)]
+           for i, li in enumerate(labels)]
+    neg = [[li != lj for lj in ref] for li in labels]
+    return pos, neg
+
+
+def softplus(x: float) -> float:
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def _triplet_term(d_ap: float, d_an: float, margin: float, soft: bool) -> float:
+    return softplus(d_ap - d_an) if soft else max(0.0, d_ap - d_an + margin)
+
+
+def triplet_terms_from_matrix(dist, pos, neg, margin=0.2, mining="all", soft=False):
+    """(selected terms, divisor of the mean, per-(a, p) sums for batch all) by plain loops.
+
+    all: one term per valid triplet (a, p, n), divisor = #terms > 0 (soft: all of them);
+    hard: per anchor with both, farthest positive vs nearest negative;
+    semihard: per (a, p) whose anchor has a negative, the nearest negative farther than p,
+    else the farthest negative.
+    """
+    rows, cols = len(dist), len(dist[0]) if dist else 0
+    terms, pair_sums = [], []
+    for a in range(rows):
+        ps = [j for j in range(cols) if pos[a][j]]
+        ns = [j for j in range(cols) if neg[a][j]]
+        if not ns:
+            continue
+        if mining == "hard":
+            if ps:
+                d_ap = max(dist[a][j] for j in ps)
+                d_an = min(dist[a][j] for j in ns)
+                terms.append(_triplet_term(d_ap, d_an, margin, soft))
+            continue
+        for p in ps:
+            if mining == "all":
+                here = [_triplet_term(dist[a][p], dist[a][n], margin, soft) for n in ns]
+                terms.extend(here)
+                pair_sums.append(sum(here))
+            else:
+                farther = [dist[a][n] for n in ns if dist[a][n] > dist[a][p]]
+                d_an = min(farther) if farther else max(dist[a][n] for n in ns)
+                terms.append(_triplet_term(dist[a][p], d_an, margin, soft))
+    if mining == "all":
+        divisor = len(terms) if soft else sum(1 for t in terms if t > 0)
+    else:
+        divisor = len(terms)
+    return terms, divisor, pair_sums
+
+
+def batch_triplet(emb, labels, margin=0.2, mining="all", soft=False, kind="euclidean"):
+    """(mean, sum, "none" vector) of the batch triplet loss, by brute force."""
+    pos, neg = triplet_masks(labels)
+    terms, divisor, pair_sums = triplet_terms_from_matrix(
+        triplet_dist_matrix(emb, kind), pos, neg, margin, mining, soft
+    )
+    total = float(sum(terms))
+    none = pair_sums if mining == "all" else terms
+    return total / max(divisor, 1), total, np.array(none, dtype=float)
+
+
+def triplet_list(labels) -> list[tuple[int, int, int]]:
+    n = len(labels)
+    return [
+        (a, p, q)
+        for a in range(n)
+        for p in range(n)
+        for q in range(n)
+        if a != p and labels[a] == labels[p] and labels[q] != labels[a]
+    ]
+
+
+def pair_lists(labels) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    n = len(labels)
+    pos = [(i, j) for i in range(n) for j in range(n) if i != j and labels[i] == labels[j]]
+    neg = [(i, j) for i in range(n) for j in range(n) if labels[i] != labels[j]]
+    return pos, neg
+
+
+def batch_hard_triplet_list(emb, labels) -> list[tuple[int, int, int]]:
+    d = triplet_dist_matrix(emb)
+    out = []
+    for a, la in enumerate(labels):
+        ps = [j for j, lj in enumerate(labels) if lj == la and j != a]
+        ns = [j for j, lj in enumerate(labels) if lj != la]
+        if ps and ns:
+            out.append((a, max(ps, key=lambda j: d[a][j]), min(ns, key=lambda j: d[a][j])))
+    return out
+
+
+def semihard_triplet_list(emb, labels) -> list[tuple[int, int, int]]:
+    d = triplet_dist_matrix(emb)
+    out = []
+    for a, la in enumerate(labels):
+        ns = [j for j, lj in enumerate(labels) if lj != la]
+        if not ns:
+            continue
+        for p, lp in enumerate(labels):
+            if p == a or lp != la:
+                continue
+            farther = [n for n in ns if d[a][n] > d[a][p]]
+            if farther:
+                out.append((a, p, min(farther, key=lambda n: d[a][n])))
+            else:
+                out.append((a, p, max(ns, key=lambda n: d[a][n])))
+    return out
+
+
+def triplet_difficulty_counts(emb, labels, margin=0.2, kind="euclidean") -> dict[str, int]:
+    d = triplet_dist_matrix(emb, kind)
+    counts = {"easy": 0, "semihard": 0, "hard": 0, "total": 0}
+    for a, p, n in triplet_list(labels):
+        counts["total"] += 1
+        if d[a][n] < d[a][p]:
+            counts["hard"] += 1
+        elif d[a][n] < d[a][p] + margin:
+            counts["semihard"] += 1
+        else:
+            counts["easy"] += 1
+    return counts
+
+
+def offline_triplet_list(emb, labels, strategy="semihard", margin=0.2):
+    """Farthest positive; hard: nearest negative; semihard: nearest n with d_ap < d_an < d_ap+m."""
+    d = triplet_dist_matrix(emb)
+    out = []
+    for a, la in enumerate(labels):
+        ps = [j for j, lj in enumerate(labels) if lj == la and j != a]
+        if not ps:
+            continue
+        p = max(ps, key=lambda j: (d[a][j], -j))
+        ns = [j for j, lj in enumerate(labels) if lj != la]
+        if strategy == "semihard":
+            ns = [n for n in ns if d[a][p] < d[a][n] < d[a][p] + margin]
+        if ns:
+            out.append((a, p, min(ns, key=lambda j: (d[a][j], j))))
+    return out
+
+
+def symmetric_triplet_terms(anc, pos, neg, label, margin=1.0, hinge=True) -> list[float]:
+    def sq(u, v):
+        return triplet_dist(u, v, "squared_euclidean")
+
+    out = []
+    for a, p, n, y in zip(anc, pos, neg, label, strict=True):
+        if y == 1:
+            t = 2 * sq(p, a) - sq(p, n) - sq(a, n) + margin
+        else:
+            t = 2 * sq(n, a) - sq(n, p) - sq(a, p) + margin
+        out.append(max(t, 0.0) if hinge else t)
+    return out
+
+
+def triplet_center_terms(emb, labels, centers, margin=1.0) -> list[float]:
+    out = []
+    for f, y in zip(emb, labels, strict=True):
+        dd = [0.5 * triplet_dist(f, c, "squared_euclidean") for c in centers]
+        others = [v for j, v in enumerate(dd) if j != y]
+        out.append(max(0.0, dd[y] + margin - min(others)) if others else 0.0)
     return out

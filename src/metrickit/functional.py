@@ -5,8 +5,16 @@ Mirrors ``torch.nn.functional``: each function here has an ``nn.Module`` twin in
 """
 
 from .losses.contrastive import batch_contrastive_loss, contrastive_loss
+from .losses.symmetric_triplet import symmetric_triplet_loss
+from .losses.triplet import batch_triplet_loss, triplet_loss_from_distances, triplet_margin_loss
+from .losses.triplet_center import triplet_center_loss
 
 __all__ = [
     "contrastive_loss",
     "batch_contrastive_loss",
+    "triplet_margin_loss",
+    "batch_triplet_loss",
+    "triplet_loss_from_distances",
+    "symmetric_triplet_loss",
+    "triplet_center_loss",
 ]

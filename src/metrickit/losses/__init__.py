@@ -7,6 +7,9 @@ batch-form loss by its registered name (see :func:`list_losses`).
 from ._base import Loss
 from ._registry import get_loss, list_losses
 from .contrastive import BatchContrastiveLoss, ContrastiveLoss
+from .symmetric_triplet import SymmetricTripletLoss
+from .triplet import BatchTripletLoss, TripletMarginLoss
+from .triplet_center import TripletCenterLoss
 
 __all__ = [
     "Loss",
@@ -14,4 +17,8 @@ __all__ = [
     "list_losses",
     "ContrastiveLoss",
     "BatchContrastiveLoss",
+    "TripletMarginLoss",
+    "BatchTripletLoss",
+    "SymmetricTripletLoss",
+    "TripletCenterLoss",
 ]

@@ -1,0 +1,286 @@
+"""Triplet loss: explicit triplets and online mining in a labelled batch.
+
+Also known as: triplet ranking loss, margin ranking loss (seed 003).
+
+The batch form never enumerates triplets. Batch all sorts each anchor's negative distances once
+and, for every positive, counts the negatives inside the margin and sums their distances with
+``searchsorted`` plus prefix sums: O(B² log B) time and O(B²) memory, exact values and
+gradients. Only soft-margin batch all (softplus has no threshold) forms (a, p, n) terms, a chunk
+of anchors at a time, with the chunks recomputed in the backward pass (bounded memory).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from .._validation import (
+    check_choice,
+    check_embeddings,
+    check_floating,
+    check_labels,
+    check_nonnegative,
+    check_reduction,
+    check_same_shape,
+    check_tensor,
+    compute_dtype,
+    reduce,
+)
+from ..distances import DISTANCES, pairwise_distance, rowwise_distance
+from ..masks import pair_masks
+from ..miners import count_below, semihard_positions, sort_rows
+from ._base import Loss
+from ._registry import register_loss
+
+MINING = ("all", "hard", "semihard")
+# Elements of one [chunk, M, M] block of soft-margin batch-all terms (about 32 MiB in float32).
+_SOFT_BLOCK_ELEMENTS = 1 << 23
+
+
+def _distance_name(distance: str, squared: bool) -> str:
+    check_choice(distance, "distance", DISTANCES)
+    if squared:
+        if distance != "euclidean":
+            raise ValueError(f"squared=True needs distance='euclidean', got {distance!r}")
+        return "squared_euclidean"
+    return distance
+
+
+def _hinge(x: Tensor, soft: bool) -> Tensor:
+    return F.softplus(x) if soft else x.clamp_min(0)
+
+
+def triplet_margin_loss(
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    margin: float = 0.2,
+    squared: bool = False,
+    soft: bool = False,
+    distance: str = "euclidean",
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Triplet loss over explicit triplets (one per row).
+
+    .. math:: \ell(a, p, n) = \max(0,\ d(a, p) - d(a, n) + m)
+
+    ``soft=True`` replaces the hinge by the soft margin ln(1 + exp(d(a, p) − d(a, n))) and
+    ignores ``m`` (Hermans, Beyer & Leibe 2017). ``squared=True`` uses d² (squared Euclidean, as in
+    FaceNet).
+
+    Papers: F. Schroff, D. Kalenichenko, J. Philbin, "FaceNet: A Unified Embedding for Face
+    Recognition and Clustering", CVPR 2015; A. Hermans, L. Beyer, B. Leibe, "In Defense of the
+    Triplet Loss for Person Re-Identification", 2017.
+
+    Args:
+        anchor, positive, negative: [N, D] embeddings.
+        margin: m ≥ 0 [0.2].
+        squared: use squared Euclidean distances [False]; needs ``distance="euclidean"``.
+        soft: soft margin instead of the hinge [False].
+        distance: one of :data:`metrickit.distances.DISTANCES` ["euclidean"].
+        reduction: "mean" | "sum" | "none" (the [N] terms) ["mean"].
+    """
+    for name, x in (("anchor", anchor), ("positive", positive), ("negative", negative)):
+        check_embeddings(x, name)
+    check_same_shape({"anchor": anchor, "positive": positive, "negative": negative})
+    margin = check_nonnegative(margin, "margin")
+    check_reduction(reduction)
+    distance = _distance_name(distance, squared)
+    d_ap = rowwise_distance(anchor, positive, distance)
+    d_an = rowwise_distance(anchor, negative, distance)
+    term = _hinge(d_ap - d_an + (0.0 if soft else margin), soft)
+    return reduce(term, reduction).to(anchor.dtype)
+
+
+def _soft_block(dist: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    x = F.softplus(dist[:, :, None] - dist[:, None, :])  # [chunk, positive column, negative column]
+    x = torch.where(neg[:, None, :], x, 0.0).sum(2)
+    return torch.where(pos, x, 0.0)
+
+
+def _batch_all(
+    dist: Tensor, pos: Tensor, neg: Tensor, margin: float, soft: bool
+) -> tuple[Tensor, Tensor]:
+    """Per (anchor, positive) sums over the anchor's negatives, and the number of terms to
+    average over (triplets with a loss > 0; with the soft margin, every valid triplet)."""
+    if soft:
+        chunk = max(1, _SOFT_BLOCK_ELEMENTS // max(1, dist.shape[1] ** 2))
+        recompute = torch.is_grad_enabled() and dist.requires_grad
+        parts = [
+            checkpoint(_soft_block, *args, use_reentrant=False) if recompute else _soft_block(*args)
+            for args in zip(dist.split(chunk), pos.split(chunk), neg.split(chunk), strict=True)
+        ]
+        return torch.cat(parts), (pos.sum(1) * neg.sum(1)).sum()
+    rows = sort_rows(dist, neg)
+    threshold = dist + margin
+    c = count_below(rows, threshold)  # negatives with d(a, n) < d(a, p) + m
+    total = c.to(dist.dtype) * threshold - rows.prefix.gather(1, c)
+    return torch.where(pos, total, 0.0), torch.where(pos, c, 0).sum()
+
+
+def _batch_semihard(
+    dist: Tensor, pos: Tensor, neg: Tensor, margin: float, soft: bool
+) -> tuple[Tensor, Tensor]:
+    rows = sort_rows(dist, neg)
+    d_an = rows.values.gather(1, semihard_positions(rows, dist))
+    selected = pos & (rows.count > 0)[:, None]
+    term = _hinge(dist - d_an + (0.0 if soft else margin), soft)
+    return torch.where(selected, term, 0.0), selected
+
+
+def _batch_hard(
+    dist: Tensor, pos: Tensor, neg: Tensor, margin: float, soft: bool
+) -> tuple[Tensor, Tensor]:
+    selected = pos.any(1) & neg.any(1)
+    d_ap = torch.where(selected, dist.masked_fill(~pos, float("-inf")).amax(1), 0.0)
+    d_an = torch.where(selected, dist.masked_fill(~neg, float("inf")).amin(1), 0.0)
+    term = _hinge(d_ap - d_an + (0.0 if soft else margin), soft)
+    return torch.where(selected, term, 0.0), selected
+
+
+def triplet_loss_from_distances(
+    dist: Tensor,
+    pos_mask: Tensor,
+    neg_mask: Tensor,
+    margin: float = 0.2,
+    mining: str = "all",
+    soft: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    """Core of :func:`batch_triplet_loss` over a distance matrix: rows are anchors, columns are
+    references (the batch itself, a memory bank, gathered embeddings).
+
+    Args:
+        dist: [B, M] distances d(anchor i, reference j).
+        pos_mask, neg_mask: [B, M] bool; which references are positives / negatives of anchor i.
+        margin, mining, soft, reduction: as in :func:`batch_triplet_loss`.
+
+    Returns the loss in ``dist``'s dtype (computed in at least float32).
+    """
+    check_floating(dist, "dist", ndim=2)
+    for name, m in (("pos_mask", pos_mask), ("neg_mask", neg_mask)):
+        check_tensor(m, name)
+        if m.dtype != torch.bool or m.shape != dist.shape:
+            raise ValueError(
+                f"{name} must be a bool tensor of the shape of dist {tuple(dist.shape)}, "
+                f"got shape {tuple(m.shape)} and dtype {m.dtype}"
+            )
+    margin = check_nonnegative(margin, "margin")
+    check_choice(mining, "mining", MINING)
+    check_reduction(reduction)
+    d = dist.to(compute_dtype(dist))
+    if mining == "all":
+        terms, count = _batch_all(d, pos_mask, neg_mask, margin, soft)
+        selected = pos_mask & neg_mask.any(1, keepdim=True)
+    else:
+        core = _batch_hard if mining == "hard" else _batch_semihard
+        terms, selected = core(d, pos_mask, neg_mask, margin, soft)
+        count = selected.sum()
+    out = terms[selected] if reduction == "none" else reduce(terms, reduction, count)
+    return out.to(dist.dtype)
+
+
+def batch_triplet_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    margin: float = 0.2,
+    mining: str = "all",
+    squared: bool = False,
+    soft: bool = False,
+    distance: str = "euclidean",
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Triplet loss with online mining over a labelled batch.
+
+    Each triplet term is max(0, d(a, p) − d(a, n) + m) (or softplus(d(a, p) − d(a, n)) with
+    ``soft=True``, which ignores m), over anchors a, positives p ≠ a with the anchor's label and
+    negatives n with another label.
+
+    ``mining``:
+
+    * ``"all"`` (batch all, Hermans et al. 2017): every valid triplet. "mean" is the sum over
+      the triplets divided by the number of triplets with a loss > 0 (d(a, n) < d(a, p) + m;
+      with ``soft=True`` all valid triplets); "none" gives, for every positive pair (a, p) whose
+      anchor has a negative, Σ_n of its triplet terms, in row-major (a, p) order.
+    * ``"hard"`` (batch hard, Hermans et al. 2017): per anchor, its farthest positive and nearest
+      negative; averaged over the anchors having both; "none" gives one term per such anchor, in
+      anchor order.
+    * ``"semihard"`` (FaceNet, Schroff et al. 2015, as TensorFlow Addons'
+      ``triplet_semihard_loss``): per positive pair (a, p), the nearest negative with
+      d(a, n) > d(a, p), or the farthest negative if none is farther than p; averaged over the
+      positive pairs whose anchor has a negative; "none" gives one term per such pair, row-major.
+
+    "sum" always equals the sum of "none". With nothing to average over (no positive pair, one
+    class, B = 1) the loss is 0 with a graph and zero gradients.
+
+    Defaults: margin=0.2, mining="all", Euclidean (not squared) distance, hinge (not soft).
+
+    Args:
+        embeddings: [B, D]. labels: [B] integer class ids.
+        margin: m ≥ 0 [0.2]. squared: squared Euclidean distances [False].
+        mining: "all" | "hard" | "semihard" ["all"]. soft: soft margin [False].
+        distance: one of :data:`metrickit.distances.DISTANCES` ["euclidean"].
+        reduction: "mean" | "sum" | "none" ["mean"].
+    """
+    check_embeddings(embeddings)
+    labels = check_labels(labels, embeddings.shape[0])
+    margin = check_nonnegative(margin, "margin")
+    check_choice(mining, "mining", MINING)
+    check_reduction(reduction)
+    dist = pairwise_distance(embeddings, distance=_distance_name(distance, squared))
+    pos, neg = pair_masks(labels)
+    loss = triplet_loss_from_distances(dist, pos, neg, margin, mining, soft, reduction)
+    return loss.to(embeddings.dtype)
+
+
+class TripletMarginLoss(Loss):
+    """Module form of :func:`triplet_margin_loss`; ``forward(anchor, positive, negative)``."""
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        squared: bool = False,
+        soft: bool = False,
+        distance: str = "euclidean",
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction)
+        self.margin = check_nonnegative(margin, "margin")
+        _distance_name(distance, squared)  # validates the combination
+        self.distance = distance
+        self.squared, self.soft = squared, soft
+
+    def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
+        return triplet_margin_loss(
+            anchor, positive, negative, self.margin, self.squared, self.soft, self.distance,
+            self.reduction,
+        )
+
+
+@register_loss("triplet", aliases=("batch_triplet", "triplet_margin"))
+class BatchTripletLoss(Loss):
+    """Module form of :func:`batch_triplet_loss`; ``forward(embeddings, labels)``."""
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        mining: str = "all",
+        squared: bool = False,
+        soft: bool = False,
+        distance: str = "euclidean",
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction)
+        self.margin = check_nonnegative(margin, "margin")
+        self.mining = check_choice(mining, "mining", MINING)
+        _distance_name(distance, squared)  # validates the combination
+        self.distance = distance
+        self.squared, self.soft = squared, soft
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return batch_triplet_loss(
+            embeddings, labels, self.margin, self.mining, self.squared, self.soft,
+            self.distance, self.reduction,
+        )

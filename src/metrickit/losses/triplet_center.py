@@ -1,0 +1,101 @@
+"""Triplet-center loss (He et al. 2018): distances to learnable class centres, not to samples."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import (
+    check_embeddings,
+    check_floating,
+    check_labels,
+    check_nonnegative,
+    check_positive_int,
+    check_reduction,
+    check_same_device,
+    compute_dtype,
+    reduce,
+)
+from ..distances import pairwise_distance
+from ._base import Loss
+from ._registry import register_loss
+
+
+def triplet_center_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    centers: Tensor,
+    margin: float = 1.0,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Triplet-center loss.
+
+    .. math:: \ell_i = \max\bigl(0,\ D(f_i, c_{y_i}) + m - \min_{j \ne y_i} D(f_i, c_j)\bigr),
+              \qquad D(f, c) = \tfrac12 \lVert f - c \rVert_2^2
+
+    Paper: X. He, Y. Zhou, Z. Zhou, S. Bai, X. Bai, "Triplet-Center Loss for Multi-View 3D
+    Object Retrieval", CVPR 2018. Defaults: margin=1.0, mean over samples.
+
+    With a single centre there is no other class and every term is 0.
+
+    Args:
+        embeddings: [B, D] features f_i.
+        labels: [B] class ids in [0, C). Checked on CPU; on accelerators an out-of-range id is
+            not checked (it triggers a device-side indexing error).
+        centers: [C, D] class centres c_j.
+        margin: m ≥ 0 [1.0].
+        reduction: "mean" | "sum" | "none" (the [B] terms) ["mean"].
+    """
+    check_embeddings(embeddings)
+    labels = check_labels(labels, embeddings.shape[0])
+    check_floating(centers, "centers", ndim=2)
+    if centers.shape[1] != embeddings.shape[1] or centers.shape[0] == 0:
+        raise ValueError(
+            f"centers must be [num_classes >= 1, {embeddings.shape[1]}] to match embeddings, "
+            f"got shape {tuple(centers.shape)}"
+        )
+    num_classes = centers.shape[0]
+    if labels.device.type == "cpu" and labels.numel():
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"labels must be in [0, {num_classes}) (one centre per class), "
+                f"got values in [{lo}, {hi}]"
+            )
+    margin = check_nonnegative(margin, "margin")
+    check_reduction(reduction)
+    check_same_device({"embeddings": embeddings, "labels": labels, "centers": centers})
+    dtype = torch.promote_types(compute_dtype(embeddings), centers.dtype)
+    dist = 0.5 * pairwise_distance(embeddings.to(dtype), centers.to(dtype), "squared_euclidean")
+    own = labels.long()[:, None]
+    d_own = dist.gather(1, own).squeeze(1)
+    other = torch.ones_like(dist, dtype=torch.bool).scatter_(1, own, False)
+    d_other = dist.masked_fill(~other, float("inf")).amin(1)
+    term = (d_own + margin - d_other).clamp_min(0)
+    return reduce(term, reduction).to(embeddings.dtype)
+
+
+@register_loss("triplet_center")
+class TripletCenterLoss(Loss):
+    """Module form of :func:`triplet_center_loss` with learnable centres;
+    ``forward(embeddings, labels)``.
+
+    ``centers`` is an ``nn.Parameter`` [num_classes, embedding_dim] initialised N(0, 1); train it
+    with the model's optimiser (the paper also updates centres by gradient descent).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        margin: float = 1.0,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction)
+        check_positive_int(num_classes, "num_classes")
+        check_positive_int(embedding_dim, "embedding_dim")
+        self.margin = check_nonnegative(margin, "margin")
+        self.centers = nn.Parameter(torch.randn(num_classes, embedding_dim))
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return triplet_center_loss(embeddings, labels, self.centers, self.margin, self.reduction)

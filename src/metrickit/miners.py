@@ -1,0 +1,236 @@
+"""Miners: which (anchor, positive, negative) index tuples a labelled batch offers.
+
+Every function returns int64 index tensors into the rows of the batch (or of the whole data set
+for :func:`mine_offline`), on the device of its input. Miners never take part in autograd.
+
+Triplet difficulty for a margin m (Hermans, Beyer & Leibe 2017; seed 003), every valid triplet
+(a ≠ p with the anchor's label, n with another label) falls in exactly one class:
+
+* hard:      d(a, n) < d(a, p)
+* semi-hard: d(a, p) ≤ d(a, n) < d(a, p) + m
+* easy:      d(a, n) ≥ d(a, p) + m
+
+so hard + semi-hard are exactly the triplets whose loss max(0, d(a,p) − d(a,n) + m) is > 0.
+
+The sorted-row helpers (:class:`SortedRows`, :func:`sort_rows`, :func:`count_below`,
+:func:`semihard_positions`) count or locate, for every anchor, the candidates below a threshold
+in O(M log M) per row without enumerating triplets; the triplet losses reuse them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._validation import (
+    check_choice,
+    check_embeddings,
+    check_labels,
+    check_nonnegative,
+    check_positive_int,
+    check_tensor,
+)
+from .distances import DISTANCES, chunked_pairwise, pairwise_distance
+from .masks import pair_masks
+
+STRATEGIES = ("semihard", "hard")
+
+
+class SortedRows(NamedTuple):
+    """Each row's candidate distances in ascending order (ties keep column order).
+
+    keys: [B, M] sorted candidate distances, +inf past ``count`` (detached, for searching).
+    values: [B, M] the same distances carrying autograd, 0 past ``count``.
+    prefix: [B, M + 1] prefix sums of ``values``; ``prefix[i, k]`` = sum of the k smallest.
+    count: [B] number of candidates in each row.
+    index: [B, M] column of ``dist`` each sorted entry comes from.
+    """
+
+    keys: Tensor
+    values: Tensor
+    prefix: Tensor
+    count: Tensor
+    index: Tensor
+
+
+def sort_rows(dist: Tensor, mask: Tensor) -> SortedRows:
+    """Sort the candidates ``mask[i, j]`` of every row of ``dist`` [B, M] once: O(B·M log M)."""
+    keys = dist.detach().masked_fill(~mask, float("inf"))
+    keys, index = keys.sort(dim=1, stable=True)
+    count = mask.sum(1)
+    inside = torch.arange(dist.shape[1], device=dist.device)[None, :] < count[:, None]
+    values = torch.where(inside, dist.gather(1, index), 0.0)
+    prefix = torch.cat([torch.zeros_like(values[:, :1]), values.cumsum(1)], dim=1)
+    return SortedRows(keys.contiguous(), values, prefix, count, index)
+
+
+def count_below(rows: SortedRows, queries: Tensor, inclusive: bool = False) -> Tensor:
+    """[B, K] number of candidates of row i with distance < ``queries[i, k]`` (≤ if inclusive)."""
+    q = queries.detach().to(rows.keys.dtype).contiguous()
+    return torch.searchsorted(rows.keys, q, right=inclusive)
+
+
+def semihard_positions(rows: SortedRows, dist: Tensor) -> Tensor:
+    """[B, M] position, in row i's sorted negatives, of the semi-hard negative for positive j.
+
+    That is the nearest negative with d(i, n) > dist[i, j] (FaceNet's semi-hard choice, as in
+    TensorFlow Addons' ``triplet_semihard_loss``); when no negative is farther than the positive,
+    the farthest negative. Rows without negatives get 0 (callers mask them out).
+    """
+    first_above = count_below(rows, dist, inclusive=True)
+    return torch.minimum(first_above, (rows.count - 1).clamp_min(0)[:, None])
+
+
+def _labels(labels: object) -> Tensor:
+    labels = check_tensor(labels, "labels")
+    return check_labels(labels, labels.shape[0] if labels.dim() else -1)
+
+
+def _batch(embeddings: Tensor, labels: Tensor, distance: str) -> tuple[Tensor, Tensor, Tensor]:
+    check_choice(distance, "distance", DISTANCES)
+    check_embeddings(embeddings)
+    labels = check_labels(labels, embeddings.shape[0])
+    pos, neg = pair_masks(labels)
+    return pairwise_distance(embeddings.detach(), distance=distance), pos, neg
+
+
+def all_pairs(labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(a1, p, a2, n)``: every ordered positive pair (a1 ≠ p, same label) and every ordered
+    negative pair (different labels), each in row-major order."""
+    pos, neg = pair_masks(_labels(labels))
+    a1, p = pos.nonzero(as_tuple=True)
+    a2, n = neg.nonzero(as_tuple=True)
+    return a1, p, a2, n
+
+
+def all_triplets(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(a, p, n)``: every valid triplet, sorted by (a, p, n).
+
+    The output itself is cubic: a P×K batch has P·K·(K−1)·(P·K−K) triplets (seed 003), so this
+    is for small batches and inspection; the losses never enumerate triplets. Memory beyond the
+    output is O(B²).
+    """
+    pos, neg = pair_masks(_labels(labels))
+    a, p = pos.nonzero(as_tuple=True)
+    n_neg = neg.sum(1)
+    neg_cols = neg.nonzero(as_tuple=True)[1]  # grouped by anchor, ascending
+    first_neg = torch.cumsum(n_neg, 0) - n_neg  # where each anchor's negatives start
+    per_pair = n_neg[a]
+    pair = torch.repeat_interleave(torch.arange(a.shape[0], device=a.device), per_pair)
+    within = torch.arange(pair.shape[0], device=a.device) - (torch.cumsum(per_pair, 0) - per_pair)[
+        pair
+    ]
+    return a[pair], p[pair], neg_cols[first_neg[a[pair]] + within]
+
+
+def batch_hard_triplets(
+    embeddings: Tensor, labels: Tensor, distance: str = "euclidean"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(a, p, n)``: for every anchor with a positive and a negative, its farthest positive and
+    nearest negative (batch hard, Hermans et al. 2017); ties go to the lowest column."""
+    with torch.no_grad():
+        dist, pos, neg = _batch(embeddings, labels, distance)
+        p = dist.masked_fill(~pos, float("-inf")).argmax(1)
+        n = dist.masked_fill(~neg, float("inf")).argmin(1)
+        a = (pos.any(1) & neg.any(1)).nonzero(as_tuple=True)[0]
+        return a, p[a], n[a]
+
+
+def semihard_triplets(
+    embeddings: Tensor, labels: Tensor, distance: str = "euclidean"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(a, p, n)``: one triplet per positive pair (a, p) whose anchor has a negative, with n
+    the nearest negative such that d(a, n) > d(a, p), or the farthest negative if there is none
+    (the triplets the semi-hard loss uses; FaceNet, Schroff et al. 2015). Ties among negatives at
+    equal distance go to the lowest column for the nearest and the highest for the farthest."""
+    with torch.no_grad():
+        dist, pos, neg = _batch(embeddings, labels, distance)
+        rows = sort_rows(dist, neg)
+        n = rows.index.gather(1, semihard_positions(rows, dist))
+        a, p = (pos & (rows.count > 0)[:, None]).nonzero(as_tuple=True)
+        return a, p, n[a, p]
+
+
+def count_triplets(dist: Tensor, pos_mask: Tensor, neg_mask: Tensor, margin: float) -> dict[
+    str, Tensor
+]:
+    """Difficulty counts over every valid triplet of a distance matrix (see the module doc).
+
+    Sub-cubic: one sort per row and two ``searchsorted`` calls, O(B·M log M).
+    """
+    with torch.no_grad():
+        rows = sort_rows(dist, neg_mask)
+        hard = torch.where(pos_mask, count_below(rows, dist), 0).sum()
+        violating = torch.where(pos_mask, count_below(rows, dist + margin), 0).sum()
+        total = (pos_mask.sum(1) * rows.count).sum()
+        return {"easy": total - violating, "semihard": violating - hard, "hard": hard,
+                "total": total}
+
+
+def triplet_difficulty(
+    embeddings: Tensor,
+    labels: Tensor,
+    margin: float = 0.2,
+    distance: str = "euclidean",
+    squared: bool = False,
+) -> dict[str, Tensor]:
+    """Counts of the "easy", "semihard" and "hard" triplets of a batch and their "total".
+
+    Values are 0-d int64 tensors on the input's device (no host sync). ``squared=True`` uses the
+    squared Euclidean distance (only with ``distance="euclidean"``).
+    """
+    margin = check_nonnegative(margin, "margin")
+    if squared:
+        if distance != "euclidean":
+            raise ValueError(f"squared=True needs distance='euclidean', got {distance!r}")
+        distance = "squared_euclidean"
+    dist, pos, neg = _batch(embeddings, labels, distance)
+    return count_triplets(dist, pos, neg, margin)
+
+
+def mine_offline(
+    embeddings: Tensor,
+    labels: Tensor,
+    strategy: str = "semihard",
+    margin: float = 0.2,
+    distance: str = "euclidean",
+    chunk_size: int = 1024,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(a, p, n)`` over a whole embedded data set, at most one triplet per anchor.
+
+    Offline mining (seed 003): anchors are processed ``chunk_size`` rows at a time, so only a
+    [chunk_size, N] block of distances exists at once; the result does not depend on
+    ``chunk_size``. For every anchor with a positive, p is its farthest positive and
+
+    * ``"hard"``: n is its nearest negative (anchors without a negative are skipped);
+    * ``"semihard"``: n is its nearest negative with d(a, p) < d(a, n) < d(a, p) + m; anchors
+      without such a negative are skipped (with margin 0 none qualifies).
+
+    Ties go to the lowest index. Anchors come out in ascending order.
+    """
+    check_choice(strategy, "strategy", STRATEGIES)
+    margin = check_nonnegative(margin, "margin")
+    check_positive_int(chunk_size, "chunk_size")
+    check_choice(distance, "distance", DISTANCES)
+    check_embeddings(embeddings)
+    labels = check_labels(labels, embeddings.shape[0])
+    out: list[tuple[Tensor, Tensor, Tensor]] = []
+    with torch.no_grad():
+        for start, block in chunked_pairwise(embeddings.detach(), None, distance, chunk_size):
+            rows = torch.arange(block.shape[0], device=block.device)
+            pos, neg = pair_masks(labels[start : start + block.shape[0]], labels)
+            pos[rows, rows + start] = False
+            d_ap, p = block.masked_fill(~pos, float("-inf")).max(1)
+            if strategy == "semihard":
+                d_ap = d_ap[:, None]
+                neg = neg & (block > d_ap) & (block < d_ap + margin)
+            n = block.masked_fill(~neg, float("inf")).argmin(1)
+            keep = (pos.any(1) & neg.any(1)).nonzero(as_tuple=True)[0]
+            out.append((keep + start, p[keep], n[keep]))
+    if not out:
+        empty = torch.zeros(0, dtype=torch.int64, device=embeddings.device)
+        return empty, empty.clone(), empty.clone()
+    a, p, n = (torch.cat(parts) for parts in zip(*out, strict=True))
+    return a, p, n
