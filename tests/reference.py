@@ -238,3 +238,103 @@ def triplet_center_terms(emb, labels, centers, margin=1.0) -> list[float]:
         others = [v for j, v in enumerate(dd) if j != y]
         out.append(max(0.0, dd[y] + margin - min(others)) if others else 0.0)
     return out
+
+
+# --- evaluation: kNN, retrieval and verification metrics (brute force, float64) ---------------
+
+
+def eval_distance(a, b, kind: str = "euclidean") -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if kind == "euclidean":
+        return float(np.sqrt(np.sum((a - b) ** 2)))
+    if kind == "squared_euclidean":
+        return float(np.sum((a - b) ** 2))
+    if kind == "cosine":
+        return float(1 - np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return float(-np.dot(a, b))
+
+
+def ranked_neighbours(query, reference, qi, kind="euclidean", self_index=None):
+    """All references of query ``qi`` as (distance, index), closest first, ties by index."""
+    items = [
+        (eval_distance(query[qi], r, kind), j)
+        for j, r in enumerate(reference)
+        if j != self_index
+    ]
+    return sorted(items)
+
+
+def knn_bruteforce(query, reference=None, k=1, kind="euclidean"):
+    """(distances, indices) lists of lists; reference=None means leave-one-out on query."""
+    ref = query if reference is None else reference
+    dists, idxs = [], []
+    for qi in range(len(query)):
+        ranked = ranked_neighbours(query, ref, qi, kind, qi if reference is None else None)[:k]
+        dists.append([d for d, _ in ranked])
+        idxs.append([j for _, j in ranked])
+    return dists, idxs
+
+
+def retrieval_bruteforce(emb, labels, ks=(1, 2, 4, 8), kind="euclidean", query=None, qlabels=None):
+    """Musgrave et al. 2020 metrics by a loop over queries; queries with R = 0 are skipped."""
+    loo = query is None
+    query = emb if loo else query
+    qlabels = labels if loo else qlabels
+    rows = []
+    for qi in range(len(query)):
+        ranked = ranked_neighbours(query, emb, qi, kind, qi if loo else None)
+        rel = [int(labels[j] == qlabels[qi]) for _, j in ranked]
+        r = sum(rel)
+        if r == 0:
+            continue
+        row = {"precision_at_1": rel[0]}
+        for k in ks:
+            row[f"recall_at_{k}"] = float(any(rel[:k]))
+        row["r_precision"] = sum(rel[:r]) / r
+        ap, hits = 0.0, 0
+        for i in range(r):
+            hits += rel[i]
+            if rel[i]:
+                ap += hits / (i + 1)
+        row["map_at_r"] = ap / r
+        rows.append(row)
+    out = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+    out["num_queries"] = len(rows)
+    out["num_excluded_queries"] = len(query) - len(rows)
+    return out
+
+
+def roc_points_bruteforce(dist, same):
+    """(threshold, FAR, TAR) for t = -inf and each distinct distance; same if d <= t."""
+    dist, same = list(map(float, dist)), list(map(bool, same))
+    n_pos = sum(same)
+    n_neg = len(same) - n_pos
+    points = [(float("-inf"), 0.0, 0.0)]
+    for t in sorted(set(dist)):
+        tp = sum(1 for d, s in zip(dist, same, strict=True) if s and d <= t)
+        fp = sum(1 for d, s in zip(dist, same, strict=True) if not s and d <= t)
+        points.append((t, fp / n_neg, tp / n_pos))
+    return points
+
+
+def verification_bruteforce(dist, same, fars=(1e-3, 1e-2)):
+    """Best accuracy (smallest threshold on ties), EER (linear interpolation), TAR@FAR."""
+    points = roc_points_bruteforce(dist, same)
+    n = len(same)
+    n_pos = int(sum(bool(s) for s in same))
+    best = (-1.0, None)
+    for t, far, tar in points:
+        acc = (tar * n_pos + (1 - far) * (n - n_pos)) / n
+        if acc > best[0] + 1e-12:
+            best = (acc, t)
+    eer = None
+    for (_, f0, t0), (_, f1, t1) in zip(points, points[1:], strict=False):
+        g0, g1 = f0 - (1 - t0), f1 - (1 - t1)  # FAR - FRR, rises from -1 to 1
+        if g0 < 0 <= g1:
+            a = -g0 / (g1 - g0)
+            eer = f0 + a * (f1 - f0)
+            break
+    out = {"verification_accuracy": best[0], "verification_threshold": best[1], "eer": eer}
+    for far in fars:
+        out[far] = max(tar for _, f, tar in points if f <= far)
+    return out
