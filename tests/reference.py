@@ -52,6 +52,134 @@ def batch_contrastive(emb, labels, margin=1.0) -> list[float]:
     return out
 
 
+def sqeuclid(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sum((np.asarray(a, float) - np.asarray(b, float)) ** 2))
+
+
+def npair_terms(anchors, positives, l2_reg=0.0) -> list[float]:
+    """log(1 + Σ_{j≠i} exp(a_i·p_j − a_i·p_i)) + λ(‖a_i‖² + ‖p_i‖²) per pair."""
+    out = []
+    n = len(anchors)
+    for i in range(n):
+        own = float(np.dot(anchors[i], positives[i]))
+        s = 1.0
+        for j in range(n):
+            if j != i:
+                s += math.exp(float(np.dot(anchors[i], positives[j])) - own)
+        reg = float(np.dot(anchors[i], anchors[i]) + np.dot(positives[i], positives[i]))
+        out.append(math.log(s) + l2_reg * reg)
+    return out
+
+
+def npair_batch_pairs(labels) -> list[tuple[int, int]]:
+    """(anchor, positive): the first two samples of each class having >= 2, by anchor position."""
+    seen: dict = {}
+    for idx, y in enumerate(labels):
+        seen.setdefault(y, []).append(idx)
+    pairs = [(v[0], v[1]) for v in seen.values() if len(v) >= 2]
+    return sorted(pairs)
+
+
+def batch_npair(emb, labels, l2_reg=0.0) -> list[float]:
+    pairs = npair_batch_pairs(list(labels))
+    emb = np.asarray(emb, float)
+    return npair_terms([emb[a] for a, _ in pairs], [emb[p] for _, p in pairs], l2_reg)
+
+
+def quadruplet_tuples(a, p, n1, n2, margin1=1.0, margin2=0.5) -> list[float]:
+    out = []
+    for w, x, y, z in zip(a, p, n1, n2, strict=True):
+        dap = sqeuclid(w, x)
+        t1 = max(dap - sqeuclid(w, y) + margin1, 0.0)
+        out.append(t1 + max(dap - sqeuclid(y, z) + margin2, 0.0))
+    return out
+
+
+def batch_quadruplet(emb, labels, margin1=1.0, margin2=0.5) -> float:
+    """Batch-all quadruplet loss by enumeration: each term averaged over its non-zero tuples."""
+    n = len(emb)
+    s1 = c1 = s2 = c2 = 0.0
+    for a in range(n):
+        for p in range(n):
+            if p == a or labels[p] != labels[a]:
+                continue
+            dap = sqeuclid(emb[a], emb[p])
+            for n1 in range(n):
+                if labels[n1] == labels[a]:
+                    continue
+                v = dap - sqeuclid(emb[a], emb[n1]) + margin1
+                if v > 0:
+                    s1, c1 = s1 + v, c1 + 1
+                for n2 in range(n):
+                    if labels[n2] == labels[a] or labels[n2] == labels[n1]:
+                        continue
+                    v = dap - sqeuclid(emb[n1], emb[n2]) + margin2
+                    if v > 0:
+                        s2, c2 = s2 + v, c2 + 1
+    return (s1 / c1 if c1 else 0.0) + (s2 / c2 if c2 else 0.0)
+
+
+def lifted_structure(emb, labels, margin=1.0) -> list[float]:
+    """½ max(J_ij, 0)² for each positive pair i < j having at least one negative."""
+    n = len(emb)
+    out = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            if labels[i] != labels[j]:
+                continue
+            s = 0.0
+            for k in range(n):
+                if labels[k] != labels[i]:
+                    s += math.exp(margin - euclid(emb[i], emb[k]))
+                if labels[k] != labels[j]:
+                    s += math.exp(margin - euclid(emb[j], emb[k]))
+            if s == 0.0:
+                continue
+            jij = math.log(s) + euclid(emb[i], emb[j])
+            out.append(0.5 * max(jij, 0.0) ** 2)
+    return out
+
+
+def harmonic(k: int) -> float:
+    return sum(1.0 / t for t in range(1, k + 1))
+
+
+def warp_exact(scores, positives, margin=1.0) -> list[float]:
+    """Φ(r)/r Σ_{violators}(m − s_qi + s_qj) per positive entry (q, i), row-major."""
+    out = []
+    for q in range(len(scores)):
+        for i in range(len(scores[q])):
+            if not positives[q][i]:
+                continue
+            viol = [
+                margin - scores[q][i] + scores[q][j]
+                for j in range(len(scores[q]))
+                if not positives[q][j] and scores[q][j] > scores[q][i] - margin
+            ]
+            r = len(viol)
+            out.append(harmonic(r) / r * sum(viol) if r else 0.0)
+    return out
+
+
+def warp_sampled(scores, positives, margin, max_sampled, rng) -> list[float]:
+    """One draw of the WSABIE sampling estimate per positive entry (q, i), row-major."""
+    out = []
+    for q in range(len(scores)):
+        negs = [j for j in range(len(scores[q])) if not positives[q][j]]
+        for i in range(len(scores[q])):
+            if not positives[q][i]:
+                continue
+            term = 0.0
+            for n in range(1, max_sampled + 1 if negs else 1):
+                j = negs[rng.integers(len(negs))]
+                if scores[q][j] > scores[q][i] - margin:
+                    r = max(1, len(negs) // n)
+                    term = harmonic(r) * (margin - scores[q][i] + scores[q][j])
+                    break
+            out.append(term)
+    return out
+
+
 # --- triplet family and miners -------------------------------------------------------------
 
 

@@ -5,6 +5,10 @@ Mirrors ``torch.nn.functional``: each function here has an ``nn.Module`` twin in
 """
 
 from .losses.contrastive import batch_contrastive_loss, contrastive_loss
+from .losses.lifted_structure import lifted_structure_from_distances, lifted_structure_loss
+from .losses.npair import batch_npair_loss, npair_loss
+from .losses.quadruplet import batch_quadruplet_loss, quadruplet_from_distances, quadruplet_loss
+from .losses.ranking import bpr_loss, pairwise_hinge_loss, warp_loss
 from .losses.symmetric_triplet import symmetric_triplet_loss
 from .losses.triplet import batch_triplet_loss, triplet_loss_from_distances, triplet_margin_loss
 from .losses.triplet_center import triplet_center_loss
@@ -12,6 +16,16 @@ from .losses.triplet_center import triplet_center_loss
 __all__ = [
     "contrastive_loss",
     "batch_contrastive_loss",
+    "npair_loss",
+    "batch_npair_loss",
+    "quadruplet_loss",
+    "batch_quadruplet_loss",
+    "quadruplet_from_distances",
+    "lifted_structure_loss",
+    "lifted_structure_from_distances",
+    "pairwise_hinge_loss",
+    "bpr_loss",
+    "warp_loss",
     "triplet_margin_loss",
     "batch_triplet_loss",
     "triplet_loss_from_distances",

@@ -7,6 +7,10 @@ batch-form loss by its registered name (see :func:`list_losses`).
 from ._base import Loss
 from ._registry import get_loss, list_losses
 from .contrastive import BatchContrastiveLoss, ContrastiveLoss
+from .lifted_structure import LiftedStructureLoss
+from .npair import BatchNPairLoss, NPairLoss
+from .quadruplet import BatchQuadrupletLoss, QuadrupletLoss
+from .ranking import BPRLoss, PairwiseHingeLoss, WARPLoss
 from .symmetric_triplet import SymmetricTripletLoss
 from .triplet import BatchTripletLoss, TripletMarginLoss
 from .triplet_center import TripletCenterLoss
@@ -17,6 +21,14 @@ __all__ = [
     "list_losses",
     "ContrastiveLoss",
     "BatchContrastiveLoss",
+    "NPairLoss",
+    "BatchNPairLoss",
+    "QuadrupletLoss",
+    "BatchQuadrupletLoss",
+    "LiftedStructureLoss",
+    "PairwiseHingeLoss",
+    "BPRLoss",
+    "WARPLoss",
     "TripletMarginLoss",
     "BatchTripletLoss",
     "SymmetricTripletLoss",

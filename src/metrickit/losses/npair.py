@@ -1,0 +1,136 @@
+"""Multi-class N-pair loss (Sohn 2016).
+
+N pairs (anchor a_i, positive p_i) from N distinct classes; the positives of the other N − 1
+pairs serve as the negatives of each anchor, so one forward pass gives every anchor N − 1
+negatives at the cost of 2N embeddings.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._validation import (
+    check_embeddings,
+    check_labels,
+    check_nonnegative,
+    check_reduction,
+    check_same_shape,
+    compute_dtype,
+    reduce,
+)
+from ._base import Loss
+from ._registry import register_loss
+
+
+def _npair_terms(anchors: Tensor, positives: Tensor, valid: Tensor | None = None) -> Tensor:
+    """[N] terms log Σ_j exp(a_i·p_j − a_i·p_i) over the valid columns j (all if ``valid`` is None).
+
+    Written as logsumexp − diagonal (the cross-entropy form), so it never overflows. Rows that
+    are not valid get a finite, meaningless value: the caller masks them out.
+    """
+    logits = anchors @ positives.T
+    masked = logits
+    if valid is not None:
+        masked = logits.masked_fill(~valid[None, :], torch.finfo(logits.dtype).min)
+    return torch.logsumexp(masked, dim=1) - logits.diagonal()
+
+
+def _l2_terms(anchors: Tensor, positives: Tensor, l2_reg: float) -> Tensor:
+    return l2_reg * ((anchors * anchors).sum(1) + (positives * positives).sum(1))
+
+
+def npair_loss(
+    anchors: Tensor,
+    positives: Tensor,
+    l2_reg: float = 0.0,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Multi-class N-pair loss over N explicit pairs, one per class.
+
+    .. math::
+        \ell_i = \log\Big(1 + \sum_{j \ne i} \exp(a_i^\top p_j - a_i^\top p_i)\Big)
+                 + \lambda\,(\lVert a_i\rVert^2 + \lVert p_i\rVert^2)
+
+    and ``reduction="mean"`` gives mean_i log(1 + Σ_{j≠i} ...) + λ·mean_i(‖a_i‖² + ‖p_i‖²).
+    Similarities are plain dot products: the embeddings are not normalised, and the L2 term
+    (λ = ``l2_reg``) is the paper's regulariser that keeps their norms from growing without bound.
+    Computed as a softmax cross-entropy over the N×N similarity matrix (stable for any scale).
+    One pair has an empty sum over j ≠ i and costs log 1 = 0 (plus its L2 term).
+
+    Paper: K. Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective",
+    NeurIPS 2016.
+
+    Args:
+        anchors, positives: [N, D] embeddings; row i of both belongs to class i (distinct classes).
+        l2_reg: λ ≥ 0 [0.0].
+        reduction: "mean" | "sum" | "none" ["mean"]; "none" gives the N per-pair terms ℓ_i.
+    """
+    check_embeddings(anchors, "anchors")
+    check_embeddings(positives, "positives")
+    check_same_shape({"anchors": anchors, "positives": positives})
+    l2_reg = check_nonnegative(l2_reg, "l2_reg")
+    check_reduction(reduction)
+    dtype = compute_dtype(anchors)
+    a, p = anchors.to(dtype), positives.to(dtype)
+    loss = _npair_terms(a, p) + _l2_terms(a, p, l2_reg)
+    return reduce(loss, reduction).to(anchors.dtype)
+
+
+def batch_npair_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    l2_reg: float = 0.0,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""N-pair loss with the pairs formed from a labelled batch.
+
+    Pairs, deterministically: for every class with at least two samples, its first sample in batch
+    order is the anchor and its second the positive; further samples of the class and classes with
+    a single sample are not used. The pairs then go through :func:`npair_loss` (same formula,
+    λ = ``l2_reg``). With one pair the loss is log 1 = 0 plus the L2 term; with no pair it is 0
+    (with a graph, zero gradients). ``reduction="none"`` returns one term per pair, ordered by the
+    batch position of the anchors.
+
+    Paper: Sohn, NeurIPS 2016. Defaults: l2_reg=0.0.
+    """
+    check_embeddings(embeddings)
+    labels = check_labels(labels, embeddings.shape[0])
+    l2_reg = check_nonnegative(l2_reg, "l2_reg")
+    check_reduction(reduction)
+    x = embeddings.to(compute_dtype(embeddings))
+    n = x.shape[0]
+    same = labels[:, None] == labels[None, :]
+    earlier = torch.ones(n, n, dtype=torch.bool, device=x.device).tril_(-1)
+    rank = (same & earlier).sum(1)  # occurrence number of each sample within its class
+    is_anchor = (rank == 0) & (same.sum(1) >= 2)
+    partner = (same & (rank == 1)[None, :]).to(torch.uint8).argmax(1)  # second sample of the class
+    p = x[partner]
+    loss = _npair_terms(x, p, is_anchor) + _l2_terms(x, p, l2_reg)
+    if reduction == "none":
+        return loss[is_anchor].to(embeddings.dtype)
+    loss = torch.where(is_anchor, loss, torch.zeros_like(loss))
+    return reduce(loss, reduction, weight_count=is_anchor.sum()).to(embeddings.dtype)
+
+
+class NPairLoss(Loss):
+    """Module form of :func:`npair_loss`; ``forward(anchors, positives)``."""
+
+    def __init__(self, l2_reg: float = 0.0, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.l2_reg = check_nonnegative(l2_reg, "l2_reg")
+
+    def forward(self, anchors: Tensor, positives: Tensor) -> Tensor:
+        return npair_loss(anchors, positives, self.l2_reg, self.reduction)
+
+
+@register_loss("npair")
+class BatchNPairLoss(Loss):
+    """Module form of :func:`batch_npair_loss`; ``forward(embeddings, labels)``."""
+
+    def __init__(self, l2_reg: float = 0.0, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.l2_reg = check_nonnegative(l2_reg, "l2_reg")
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return batch_npair_loss(embeddings, labels, self.l2_reg, self.reduction)

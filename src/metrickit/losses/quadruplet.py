@@ -1,0 +1,207 @@
+"""Quadruplet loss (Chen et al. 2017): the triplet term plus a term that asks every positive pair
+to be closer than any negative pair, even one that does not share the anchor.
+
+The batch form never enumerates quadruplets (that is O(B⁴)): thresholds are looked up in sorted
+distance lists with ``searchsorted`` and prefix sums, O(B² log B · K) time and O(B² K) memory for a
+batch with at most K samples per class.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._validation import (
+    check_embeddings,
+    check_labels,
+    check_nonnegative,
+    check_reduction,
+    check_same_shape,
+    reduce,
+)
+from ..distances import pairwise_distance, rowwise_distance
+from ..masks import pair_masks
+from ._base import Loss
+from ._registry import register_loss
+
+
+def quadruplet_loss(
+    anchor: Tensor,
+    positive: Tensor,
+    negative1: Tensor,
+    negative2: Tensor,
+    margin1: float = 1.0,
+    margin2: float = 0.5,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Quadruplet loss over explicit quadruplets.
+
+    .. math:: \ell = \max(0, d^2(a,p) - d^2(a,n_1) + m_1) + \max(0, d^2(a,p) - d^2(n_1,n_2) + m_2)
+
+    with d² the squared Euclidean distance; a and p share a class, n1 and n2 come from two other,
+    distinct classes. The second term pushes positive pairs below negative pairs that do not
+    contain the anchor; its margin m2 is the weaker one.
+
+    Paper: W. Chen, X. Chen, J. Zhang, K. Huang, "Beyond triplet loss: a deep quadruplet network
+    for person re-identification", CVPR 2017.
+
+    Args:
+        anchor, positive, negative1, negative2: [N, D] embeddings.
+        margin1: m1 ≥ 0 of the triplet term [1.0].
+        margin2: m2 ≥ 0 of the negative-pair term [0.5].
+        reduction: "mean" | "sum" | "none" ["mean"].
+    """
+    named = {"anchor": anchor, "positive": positive, "negative1": negative1, "negative2": negative2}
+    for name, x in named.items():
+        check_embeddings(x, name)
+    check_same_shape(named)
+    margin1 = check_nonnegative(margin1, "margin1")
+    margin2 = check_nonnegative(margin2, "margin2")
+    check_reduction(reduction)
+    d_ap = rowwise_distance(anchor, positive, "squared_euclidean")
+    d_an = rowwise_distance(anchor, negative1, "squared_euclidean")
+    d_nn = rowwise_distance(negative1, negative2, "squared_euclidean")
+    loss = (d_ap - d_an + margin1).clamp_min(0) + (d_ap - d_nn + margin2).clamp_min(0)
+    return reduce(loss, reduction).to(anchor.dtype)
+
+
+def _sorted_rows(dist: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row, the masked entries sorted ascending (``keys``, +inf where masked off, no grad) and
+    their prefix sums (``prefix[..., k]`` = sum of the k smallest, differentiable; width M + 1)."""
+    keys, order = dist.detach().masked_fill(~mask, float("inf")).sort(dim=-1)
+    values = dist.masked_fill(~mask, 0).gather(-1, order)
+    return keys, F.pad(values.cumsum(-1), (1, 0))
+
+
+def _below(keys: Tensor, prefix: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
+    """Count and sum of the sorted entries strictly below each threshold (batched over rows)."""
+    count = torch.searchsorted(keys, thresholds.detach().contiguous())
+    return count, prefix.gather(-1, count)
+
+
+def _hinge_mean(total: Tensor, count: Tensor, pairs: Tensor) -> Tensor:
+    """Σ hinge / #non-zero tuples over the selected pairs (0 if there is none)."""
+    total = torch.where(pairs, total, torch.zeros_like(total))
+    count = torch.where(pairs, count, torch.zeros_like(count))
+    return total.sum() / count.sum().clamp_min(1)
+
+
+def quadruplet_from_distances(
+    dist: Tensor,
+    pos_mask: Tensor,
+    neg_mask: Tensor,
+    ref_dist: Tensor,
+    ref_neg_mask: Tensor,
+    margin1: float = 1.0,
+    margin2: float = 0.5,
+) -> Tensor:
+    """Core of :func:`batch_quadruplet_loss` on precomputed squared distances.
+
+    Args:
+        dist: [B, M] squared distances, rows anchors, columns references.
+        pos_mask, neg_mask: [B, M] positives / negatives (other class) of each anchor.
+        ref_dist: [M, M] symmetric squared distances among the references (n1, n2 candidates).
+        ref_neg_mask: [M, M] reference pairs of distinct classes.
+
+    The references of an anchor's own class are ``~neg_mask`` of its row (K at most); they hold
+    its positives, so only those K columns are looked at: O(B·M log M) for the sorts, O(B·K·M)
+    memory for the gathered rows of term 2 and O(B·K² log M) for the look-ups.
+    """
+    own = ~neg_mask
+    n_own = own.sum(1)
+    k = int(n_own.max()) if own.numel() else 0  # one host sync: the width of the member table
+    members = torch.argsort(neg_mask.to(torch.uint8), dim=1, stable=True)[:, :k]  # [B, K]
+    member_ok = torch.arange(k, device=dist.device)[None, :] < n_own[:, None]
+    pairs = pos_mask.gather(1, members) & member_ok  # (a, p) with p = members[a, k]
+    d_ap = dist.gather(1, members)
+
+    # Term 1: for (a, p), the negatives n with d_an < t = d_ap + m1, from a's sorted negatives.
+    keys, prefix = _sorted_rows(dist, neg_mask)
+    t1 = d_ap + margin1
+    c1, s1 = _below(keys, prefix, t1)
+    term1 = _hinge_mean(c1 * t1 - s1, c1, pairs)
+
+    # Term 2: negative pairs {n1, n2} with d < t = d_ap + m2, counted over all distinct-class
+    # reference pairs, minus those with a member in the anchor's class (a pair of distinct classes
+    # has at most one such member, so summing over the members' rows counts each pair once).
+    t2 = d_ap + margin2
+    m = ref_dist.shape[0]
+    upper = torch.ones(m, m, dtype=torch.bool, device=dist.device).triu_(1)
+    g_keys, g_prefix = _sorted_rows(ref_dist.reshape(-1), (ref_neg_mask & upper).reshape(-1))
+    c_all, s_all = _below(g_keys, g_prefix, t2.reshape(-1))
+    if ref_dist is dist and ref_neg_mask is neg_mask:
+        r_keys, r_prefix = keys, prefix
+    else:
+        r_keys, r_prefix = _sorted_rows(ref_dist, ref_neg_mask)
+    queries = t2[:, None, :].expand(-1, k, -1)  # [B, K rows, K pairs]
+    c_own, s_own = _below(r_keys[members], r_prefix[members], queries)
+    c_own = torch.where(member_ok[:, :, None], c_own, torch.zeros_like(c_own)).sum(1)
+    s_own = torch.where(member_ok[:, :, None], s_own, torch.zeros_like(s_own)).sum(1)
+    c2 = c_all.view_as(t2) - c_own
+    s2 = s_all.view_as(t2) - s_own
+    term2 = _hinge_mean(c2 * t2 - s2, c2, pairs)
+    return term1 + term2
+
+
+def batch_quadruplet_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    margin1: float = 1.0,
+    margin2: float = 0.5,
+) -> Tensor:
+    r"""Quadruplet loss over every valid quadruplet of a labelled batch (batch-all).
+
+    .. math::
+        L = \frac{\sum_{(a,p,n_1)} [d^2_{ap} - d^2_{an_1} + m_1]_+}{\#\{\text{non-zero}\}}
+          + \frac{\sum_{(a,p,n_1,n_2)} [d^2_{ap} - d^2_{n_1n_2} + m_2]_+}{\#\{\text{non-zero}\}}
+
+    Term 1 runs over (a, p, n1) with y_a = y_p, a ≠ p, y_n1 ≠ y_a; term 2 over (a, p, n1, n2) with
+    additionally y_n2 ≠ y_a and y_n2 ≠ y_n1. Each term is averaged over its tuples with a non-zero
+    loss (0 if there is none), as batch-all triplet mining does. The pair (a, p) is ordered and the
+    negative pair {n1, n2} unordered; since the ordered versions only repeat tuples a fixed number
+    of times, the averages do not depend on this choice. A batch of two classes has no term 2 (it
+    is 0); one without a positive pair gives 0.
+
+    Never enumerates quadruplets: see :func:`quadruplet_from_distances`.
+
+    Paper: Chen et al., CVPR 2017. Defaults: margin1=1.0, margin2=0.5, squared Euclidean d².
+    """
+    check_embeddings(embeddings)
+    labels = check_labels(labels, embeddings.shape[0])
+    margin1 = check_nonnegative(margin1, "margin1")
+    margin2 = check_nonnegative(margin2, "margin2")
+    dist = pairwise_distance(embeddings, distance="squared_euclidean")
+    pos, neg = pair_masks(labels)
+    loss = quadruplet_from_distances(dist, pos, neg, dist, neg, margin1, margin2)
+    return loss.to(embeddings.dtype)
+
+
+class QuadrupletLoss(Loss):
+    """Module form of :func:`quadruplet_loss`; ``forward(anchor, positive, negative1, negative2)``.
+    """
+
+    def __init__(self, margin1: float = 1.0, margin2: float = 0.5, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.margin1 = check_nonnegative(margin1, "margin1")
+        self.margin2 = check_nonnegative(margin2, "margin2")
+
+    def forward(
+        self, anchor: Tensor, positive: Tensor, negative1: Tensor, negative2: Tensor
+    ) -> Tensor:
+        return quadruplet_loss(anchor, positive, negative1, negative2, self.margin1, self.margin2,
+                               self.reduction)
+
+
+@register_loss("quadruplet")
+class BatchQuadrupletLoss(nn.Module):
+    """Module form of :func:`batch_quadruplet_loss`; ``forward(embeddings, labels)`` (a scalar:
+    the two batch-all averages have no per-sample form, hence no ``reduction``)."""
+
+    def __init__(self, margin1: float = 1.0, margin2: float = 0.5) -> None:
+        super().__init__()
+        self.margin1 = check_nonnegative(margin1, "margin1")
+        self.margin2 = check_nonnegative(margin2, "margin2")
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return batch_quadruplet_loss(embeddings, labels, self.margin1, self.margin2)
