@@ -466,3 +466,24 @@ def verification_bruteforce(dist, same, fars=(1e-3, 1e-2)):
     for far in fars:
         out[far] = max(tar for _, f, tar in points if f <= far)
     return out
+
+
+def quadruplet_cross(anchors, a_labels, refs, r_labels, margin1=1.0, margin2=0.5) -> float:
+    """Batch-all quadruplet loss of anchors against a separate reference set (p, n1, n2 in it)."""
+    s1 = c1 = s2 = c2 = 0.0
+    for a, ya in zip(anchors, a_labels, strict=True):
+        for p, yp in zip(refs, r_labels, strict=True):
+            if yp != ya:
+                continue
+            dap = sqeuclid(a, p)
+            for n1, y1 in zip(refs, r_labels, strict=True):
+                if y1 == ya:
+                    continue
+                v = dap - sqeuclid(a, n1) + margin1
+                s1, c1 = (s1 + v, c1 + 1) if v > 0 else (s1, c1)
+                for n2, y2 in zip(refs, r_labels, strict=True):
+                    if y2 in (ya, y1):
+                        continue
+                    v = dap - sqeuclid(n1, n2) + margin2
+                    s2, c2 = (s2 + v, c2 + 1) if v > 0 else (s2, c2)
+    return (s1 / c1 if c1 else 0.0) + (s2 / c2 if c2 else 0.0)

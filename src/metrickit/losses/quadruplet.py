@@ -81,7 +81,11 @@ def _below(keys: Tensor, prefix: Tensor, thresholds: Tensor) -> tuple[Tensor, Te
 
 
 def _hinge_mean(total: Tensor, count: Tensor, pairs: Tensor) -> Tensor:
-    """Σ hinge / #non-zero tuples over the selected pairs (0 if there is none)."""
+    """Σ hinge / #non-zero tuples over the selected pairs (0 if there is none).
+
+    Pairs with a count of 0 are dropped explicitly: their total is 0 only up to the rounding of
+    the prefix-sum differences."""
+    pairs = pairs & (count > 0)
     total = torch.where(pairs, total, torch.zeros_like(total))
     count = torch.where(pairs, count, torch.zeros_like(count))
     return total.sum() / count.sum().clamp_min(1)
