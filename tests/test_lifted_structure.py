@@ -1,0 +1,132 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import metrickit as mk
+from conftest import random_batch, t64
+from metrickit.distances import pairwise_distance
+from metrickit.masks import pair_masks
+from reference import euclid, lifted_structure, numeric_grad
+
+AGG = {"mean": np.mean, "sum": np.sum, "none": lambda v: np.asarray(v)}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("margin", [1.0, 0.2])
+def test_matches_bruteforce(layout, reduction, margin):
+    emb = random_batch(layout, dim=3, seed=8)
+    x = t64(emb, True)
+    loss = mk.F.lifted_structure_loss(x, torch.tensor(layout), margin=margin, reduction=reduction)
+    agg = AGG[reduction]
+    ref = agg(lifted_structure(emb, layout, margin))
+    np.testing.assert_allclose(loss.detach().numpy(), ref, rtol=1e-10)
+    loss.sum().backward()
+    num = numeric_grad(lambda v: np.sum(agg(lifted_structure(v, layout, margin))), emb)
+    np.testing.assert_allclose(x.grad.numpy(), num, atol=1e-6)
+
+
+def test_paper_normalisation_one_over_two_p():
+    labels = np.array([0, 0, 1, 1, 1])
+    emb = random_batch(labels, seed=9)
+    js = []
+    for i, j in [(0, 1), (2, 3), (2, 4), (3, 4)]:
+        negs = [k for k in range(5) if labels[k] != labels[i]]
+        s = sum(math.exp(1 - euclid(emb[i], emb[k])) + math.exp(1 - euclid(emb[j], emb[k]))
+                for k in negs)
+        js.append(math.log(s) + euclid(emb[i], emb[j]))
+    paper = sum(max(v, 0) ** 2 for v in js) / (2 * 4)
+    assert mk.F.lifted_structure_loss(t64(emb), torch.tensor(labels)).item() == pytest.approx(paper)
+
+
+def test_core_with_a_separate_reference_set():
+    # N(i): references of another class than anchor i; N(j): anchors of another class than j.
+    g = np.random.default_rng(10)
+    xa, ya = g.normal(size=(4, 3)), [0, 1, 1, 2]
+    xr, yr = g.normal(size=(6, 3)), [1, 0, 3, 1, 0, 2]
+
+    def brute(xa, xr):
+        terms = []
+        for i in range(4):
+            for j in range(6):
+                if ya[i] != yr[j]:
+                    continue
+                s = sum(math.exp(1 - euclid(xa[i], xr[k])) for k in range(6) if yr[k] != ya[i])
+                s += sum(math.exp(1 - euclid(xa[k], xr[j])) for k in range(4) if ya[k] != yr[j])
+                terms.append(0.5 * max(math.log(s) + euclid(xa[i], xr[j]), 0) ** 2)
+        return np.mean(terms)
+
+    a, r = t64(xa, True), t64(xr, True)
+    pos, neg = pair_masks(torch.tensor(ya), torch.tensor(yr))
+    loss = mk.F.lifted_structure_from_distances(pairwise_distance(a, r), pos, neg)
+    assert loss.item() == pytest.approx(brute(xa, xr), rel=1e-10)
+    loss.backward()
+    np.testing.assert_allclose(a.grad.numpy(), numeric_grad(lambda v: brute(v, xr), xa), atol=1e-6)
+    np.testing.assert_allclose(r.grad.numpy(), numeric_grad(lambda v: brute(xa, v), xr), atol=1e-6)
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2, 3], [4, 4, 4], [5]])
+def test_no_usable_pair_gives_zero_with_zero_grads(labels):
+    # all distinct: no positive pair; one class: the pairs have no negative and are skipped.
+    x = torch.randn(len(labels), 3, requires_grad=True)
+    loss = mk.F.lifted_structure_loss(x, torch.tensor(labels))
+    loss.backward()
+    assert loss.item() == 0 and torch.equal(x.grad, torch.zeros_like(x))
+    assert mk.F.lifted_structure_loss(x, torch.tensor(labels), reduction="none").shape == (0,)
+
+
+def test_identical_embeddings_give_finite_grads():
+    x = torch.ones(12, 4, requires_grad=True)
+    loss = mk.F.lifted_structure_loss(x, torch.arange(12) // 3, margin=1.0)
+    loss.backward()
+    j = 1.0 + math.log(2 * 9)  # d = 0 everywhere: J = log(2·9·e^m)
+    assert loss.item() == pytest.approx(0.5 * j**2, rel=1e-6)
+    assert torch.isfinite(x.grad).all()
+
+
+def test_huge_distances_do_not_overflow():
+    # positives 2e6 apart, negatives 1e6 away: exp(m − d) underflows, the log-sum-exp must not.
+    x = torch.zeros(4, 2)
+    x[0, 0], x[1, 0] = 1e6, -1e6
+    x.requires_grad_()
+    loss = mk.F.lifted_structure_loss(x, torch.tensor([0, 0, 1, 1]))
+    loss.backward()
+    j01 = 1 + math.log(4) - 1e6 + 2e6  # pair (0, 1): four terms e^{m − 1e6}, d_01 = 2e6
+    j23 = 1 + math.log(4) - 1e6  # pair (2, 3): the same four terms, d_23 = 0, so J < 0
+    expected = (0.5 * j01**2 + 0.5 * max(j23, 0) ** 2) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype):
+    x = torch.randn(12, 8)
+    labels = torch.arange(12) % 3
+    full = mk.F.lifted_structure_loss(x.to(dtype).float(), labels)
+    half = mk.F.lifted_structure_loss(x.to(dtype), labels)
+    assert half.dtype == dtype
+    assert half.float().item() == pytest.approx(full.item(), rel=1e-2)
+
+
+def test_module_equals_functional_and_registry():
+    x, labels = torch.randn(8, 3), torch.arange(8) % 3
+    m = mk.losses.get_loss("lifted", margin=0.5, reduction="sum")
+    assert isinstance(m, mk.losses.LiftedStructureLoss)
+    assert isinstance(mk.losses.get_loss("lifted_structure"), mk.losses.LiftedStructureLoss)
+    expected = mk.F.lifted_structure_loss(x, labels, 0.5, "sum")
+    assert torch.equal(m(x, labels), expected)
+
+
+def test_bad_inputs_name_the_argument():
+    x, labels = torch.randn(4, 2), torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="margin"):
+        mk.F.lifted_structure_loss(x, labels, margin=-1.0)
+    with pytest.raises(ValueError, match="reduction"):
+        mk.F.lifted_structure_loss(x, labels, reduction="avg")
+    with pytest.raises(ValueError, match="labels.*length 4, got 3"):
+        mk.F.lifted_structure_loss(x, labels[:3])
+    with pytest.raises(TypeError, match="labels must be an integer"):
+        mk.F.lifted_structure_loss(x, labels.float())
+    with pytest.raises(ValueError, match="embeddings must be 2-D"):
+        mk.F.lifted_structure_loss(torch.randn(4), labels)
