@@ -62,6 +62,7 @@ class ConstantLoss(nn.Module):
         (np.full(40, 2.0), np.full(4, 2.0)),  # constant
         ([], [3.0, 2.0, 1.0]),  # epochs only
         (np.logspace(3, -3, 60), []),  # log scale, no epoch values
+        (torch.rand(25, dtype=torch.bfloat16), torch.rand(5, dtype=torch.float16)),
     ],
 )
 def test_loss_curve_writes_png(tmp_path, steps, epochs):
