@@ -487,3 +487,31 @@ def quadruplet_cross(anchors, a_labels, refs, r_labels, margin1=1.0, margin2=0.5
                     v = dap - sqeuclid(n1, n2) + margin2
                     s2, c2 = (s2 + v, c2 + 1) if v > 0 else (s2, c2)
     return (s1 / c1 if c1 else 0.0) + (s2 / c2 if c2 else 0.0)
+
+
+def warp_sampled_expectation(scores, positives, margin, max_sampled) -> list[float]:
+    """Exact expectation of the sampled WARP term: the first violator comes at draw N with
+    probability (1 − p)^(N−1) p, p = r/|neg|, and is a uniformly chosen violator."""
+    out = []
+    for q in range(len(scores)):
+        negs = [j for j in range(len(scores[q])) if not positives[q][j]]
+        for i in range(len(scores[q])):
+            if not positives[q][i]:
+                continue
+            viol = [
+                margin - scores[q][i] + scores[q][j]
+                for j in negs
+                if scores[q][j] > scores[q][i] - margin
+            ]
+            if not viol:
+                out.append(0.0)
+                continue
+            p = len(viol) / len(negs)
+            mean_viol = sum(viol) / len(viol)
+            out.append(
+                sum(
+                    (1 - p) ** (n - 1) * p * harmonic(max(1, len(negs) // n)) * mean_viol
+                    for n in range(1, max_sampled + 1)
+                )
+            )
+    return out

@@ -33,8 +33,10 @@ def test_paper_normalisation_one_over_two_p():
     js = []
     for i, j in [(0, 1), (2, 3), (2, 4), (3, 4)]:
         negs = [k for k in range(5) if labels[k] != labels[i]]
-        s = sum(math.exp(1 - euclid(emb[i], emb[k])) + math.exp(1 - euclid(emb[j], emb[k]))
-                for k in negs)
+        s = sum(
+            math.exp(1 - euclid(emb[i], emb[k])) + math.exp(1 - euclid(emb[j], emb[k]))
+            for k in negs
+        )
         js.append(math.log(s) + euclid(emb[i], emb[j]))
     paper = sum(max(v, 0) ** 2 for v in js) / (2 * 4)
     assert mk.F.lifted_structure_loss(t64(emb), torch.tensor(labels)).item() == pytest.approx(paper)

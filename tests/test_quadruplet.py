@@ -54,7 +54,8 @@ def test_ties_on_the_margin_are_not_counted():
         for a in range(12)
         for p in range(12)
         for n in range(12)
-        if a != p and labels[a] == labels[p] != labels[n]
+        if a != p
+        and labels[a] == labels[p] != labels[n]
         and sqeuclid(emb[a], emb[p]) - sqeuclid(emb[a], emb[n]) + 1.0 == 0
     )
     assert ties > 0

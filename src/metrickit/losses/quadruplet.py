@@ -182,8 +182,7 @@ def batch_quadruplet_loss(
 
 
 class QuadrupletLoss(Loss):
-    """Module form of :func:`quadruplet_loss`; ``forward(anchor, positive, negative1, negative2)``.
-    """
+    """Module form of :func:`quadruplet_loss`; ``forward(anchor, positive, negative1, negative2)``."""
 
     def __init__(self, margin1: float = 1.0, margin2: float = 0.5, reduction: str = "mean") -> None:
         super().__init__(reduction)
@@ -193,8 +192,9 @@ class QuadrupletLoss(Loss):
     def forward(
         self, anchor: Tensor, positive: Tensor, negative1: Tensor, negative2: Tensor
     ) -> Tensor:
-        return quadruplet_loss(anchor, positive, negative1, negative2, self.margin1, self.margin2,
-                               self.reduction)
+        return quadruplet_loss(
+            anchor, positive, negative1, negative2, self.margin1, self.margin2, self.reduction
+        )
 
 
 @register_loss("quadruplet")

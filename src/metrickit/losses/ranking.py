@@ -122,9 +122,10 @@ def _warp_sampled(
     q, i = pos.nonzero(as_tuple=True)  # T terms: the shape of the random block depends on it
     n_neg = (~pos).sum(1)
     neg_items = torch.argsort(pos.to(torch.uint8), dim=1, stable=True)  # negatives first
-    draws = torch.randint(
-        0, 2**62, (q.shape[0], max_sampled), generator=generator, device=s.device
-    ) % n_neg[q].clamp_min(1)[:, None]
+    draws = (
+        torch.randint(0, 2**62, (q.shape[0], max_sampled), generator=generator, device=s.device)
+        % n_neg[q].clamp_min(1)[:, None]
+    )
     sampled = s[q[:, None], neg_items[q[:, None], draws]]  # [T, max_sampled]
     s_pos = s[q, i]
     violates = (sampled > (s_pos - margin)[:, None]) & (n_neg[q] > 0)[:, None]
