@@ -182,7 +182,8 @@ def batch_quadruplet_loss(
 
 
 class QuadrupletLoss(Loss):
-    """Module form of :func:`quadruplet_loss`; ``forward(anchor, positive, negative1, negative2)``."""
+    """Module form of :func:`quadruplet_loss`; ``forward(anchor, positive, negative1, negative2)``
+    with each [N, D]."""
 
     def __init__(self, margin1: float = 1.0, margin2: float = 0.5, reduction: str = "mean") -> None:
         super().__init__(reduction)
