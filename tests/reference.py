@@ -515,3 +515,69 @@ def warp_sampled_expectation(scores, positives, margin, max_sampled) -> list[flo
                 )
             )
     return out
+
+
+# ---- anchors against a reference set (cross-batch memory, distributed local anchors) ----------
+# Anchor i is reference row offset + i; unordered-pair losses keep (i, j) only if offset + i < j.
+
+
+def ref_set_masks(labels, ref_labels, offset):
+    pos = [[li == lj and j != offset + i for j, lj in enumerate(ref_labels)]
+           for i, li in enumerate(labels)]
+    neg = [[li != lj for lj in ref_labels] for li in labels]
+    return pos, neg
+
+
+def ref_set_contrastive(refs, ref_labels, offset, b, margin=1.0) -> list[float]:
+    out = []
+    for i in range(b):
+        for j in range(offset + i + 1, len(refs)):
+            d = euclid(refs[offset + i], refs[j])
+            same = ref_labels[offset + i] == ref_labels[j]
+            out.append(0.5 * d**2 if same else 0.5 * max(margin - d, 0.0) ** 2)
+    return out
+
+
+def ref_set_lifted(refs, ref_labels, offset, b, margin=1.0) -> list[float]:
+    """½ max(J, 0)² per pair (i, j), j > offset + i, same class; N(i) over the references,
+    N(j) over the anchors; pairs with no negative on either side skipped."""
+    out = []
+    anchors = range(offset, offset + b)
+    for i in anchors:
+        for j in range(i + 1, len(refs)):
+            if ref_labels[i] != ref_labels[j]:
+                continue
+            s = sum(math.exp(margin - euclid(refs[i], refs[k]))
+                    for k in range(len(refs)) if ref_labels[k] != ref_labels[i])
+            s += sum(math.exp(margin - euclid(refs[j], refs[l]))
+                     for l in anchors if ref_labels[l] != ref_labels[j])
+            if s == 0.0:
+                continue
+            out.append(0.5 * max(math.log(s) + euclid(refs[i], refs[j]), 0.0) ** 2)
+    return out
+
+
+def ref_set_quadruplet(refs, ref_labels, offset, b, margin1=1.0, margin2=0.5) -> float:
+    """Batch-all quadruplet: a an anchor, p ≠ a, n1, n2 over the references (ordered n1, n2)."""
+    s1 = c1 = s2 = c2 = 0.0
+    m = len(refs)
+    for a in range(offset, offset + b):
+        ya = ref_labels[a]
+        for p in range(m):
+            if p == a or ref_labels[p] != ya:
+                continue
+            dap = sqeuclid(refs[a], refs[p])
+            for n1 in range(m):
+                y1 = ref_labels[n1]
+                if y1 == ya:
+                    continue
+                v = dap - sqeuclid(refs[a], refs[n1]) + margin1
+                if v > 0:
+                    s1, c1 = s1 + v, c1 + 1
+                for n2 in range(m):
+                    if ref_labels[n2] in (ya, y1):
+                        continue
+                    v = dap - sqeuclid(refs[n1], refs[n2]) + margin2
+                    if v > 0:
+                        s2, c2 = s2 + v, c2 + 1
+    return (s1 / c1 if c1 else 0.0) + (s2 / c2 if c2 else 0.0)

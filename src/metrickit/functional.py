@@ -5,6 +5,7 @@ Mirrors ``torch.nn.functional``: each function here has an ``nn.Module`` twin in
 """
 
 from .losses.contrastive import batch_contrastive_loss, contrastive_loss
+from .losses.cross_batch_memory import reference_set_loss
 from .losses.lifted_structure import lifted_structure_from_distances, lifted_structure_loss
 from .losses.npair import batch_npair_loss, npair_loss
 from .losses.quadruplet import batch_quadruplet_loss, quadruplet_from_distances, quadruplet_loss
@@ -16,6 +17,7 @@ from .losses.triplet_center import triplet_center_loss
 __all__ = [
     "contrastive_loss",
     "batch_contrastive_loss",
+    "reference_set_loss",
     "npair_loss",
     "batch_npair_loss",
     "quadruplet_loss",

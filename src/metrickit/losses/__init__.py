@@ -7,6 +7,7 @@ batch-form loss by its registered name (see :func:`list_losses`).
 from ._base import Loss
 from ._registry import get_loss, list_losses
 from .contrastive import BatchContrastiveLoss, ContrastiveLoss
+from .cross_batch_memory import CrossBatchMemory
 from .lifted_structure import LiftedStructureLoss
 from .npair import BatchNPairLoss, NPairLoss
 from .quadruplet import BatchQuadrupletLoss, QuadrupletLoss
@@ -21,6 +22,7 @@ __all__ = [
     "list_losses",
     "ContrastiveLoss",
     "BatchContrastiveLoss",
+    "CrossBatchMemory",
     "NPairLoss",
     "BatchNPairLoss",
     "QuadrupletLoss",
