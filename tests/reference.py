@@ -33,7 +33,7 @@ def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
 
 def contrastive_pairs(x1, x2, y, margin=1.0) -> list[float]:
     out = []
-    for a, b, t in zip(x1, x2, y):
+    for a, b, t in zip(x1, x2, y, strict=True):
         d = euclid(a, b)
         out.append(0.5 * (t * d**2 + (1 - t) * max(margin - d, 0.0) ** 2))
     return out

@@ -3,9 +3,8 @@ import pytest
 import torch
 
 import metrickit as mk
-from reference import batch_contrastive, contrastive_pairs, numeric_grad
-
 from conftest import random_batch, t64
+from reference import batch_contrastive, contrastive_pairs, numeric_grad
 
 
 def test_pairs_value_and_grad_match_reference():

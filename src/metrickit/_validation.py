@@ -53,7 +53,9 @@ def check_embeddings(x: object, name: str = "embeddings") -> Tensor:
     """A [B, D] floating tensor with B >= 1 and D >= 1."""
     x = check_floating(x, name, ndim=2)
     if x.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one feature column, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have at least one feature column, got shape {tuple(x.shape)}"
+        )
     return x
 
 

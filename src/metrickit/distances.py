@@ -36,7 +36,8 @@ def safe_sqrt(sq: Tensor) -> Tensor:
     """
     sq = sq.clamp_min(0)
     zero = sq == 0
-    return torch.where(zero, torch.zeros_like(sq), torch.sqrt(torch.where(zero, torch.ones_like(sq), sq)))
+    root = torch.sqrt(torch.where(zero, torch.ones_like(sq), sq))
+    return torch.where(zero, torch.zeros_like(sq), root)
 
 
 def _upcast(x: Tensor) -> Tensor:

@@ -115,4 +115,6 @@ class BatchContrastiveLoss(Loss):
         self.distance = distance
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return batch_contrastive_loss(embeddings, labels, self.margin, self.distance, self.reduction)
+        return batch_contrastive_loss(
+            embeddings, labels, self.margin, self.distance, self.reduction
+        )
