@@ -1,0 +1,195 @@
+"""The training configuration: one flat, validated record of every option of a run.
+
+A config can come from defaults, a YAML/TOML/JSON file and command-line flags (later sources
+override earlier ones); the resolved config is saved with the run as ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+PROTOCOLS = ("holdout", "zero_shot")
+MINERS = ("all", "hard", "semihard")
+# Options that may change when a run is resumed: more epochs, or a moved run directory.
+RESUMABLE_CHANGES = ("epochs", "output")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run (see docs/training.md).
+
+    Defaults: digits data, MLP with 64-D L2-normalised embeddings, triplet loss with its own
+    defaults (``miner=None`` keeps the loss's ``mining``), P×K = 8×4 batches, Adam at 1e-3,
+    10 epochs, seed 0, 80/20 hold-out split, evaluation once at the end (``eval_every=0``).
+    """
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    embedding_dim: int = 64
+    normalize: bool = True
+    loss: str = "triplet"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    miner: str | None = None
+    p: int = 8
+    k: int = 4
+    batches_per_epoch: int | None = None
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 10
+    seed: int = 0
+    device: str = "auto"
+    protocol: str = "holdout"
+    test_size: float = 0.2
+    eval_every: int = 0
+    output: str = "runs/train"
+
+    def __post_init__(self) -> None:
+        _check_str(self.dataset, "dataset")
+        _check_str(self.model, "model")
+        _check_str(self.loss, "loss")
+        _check_str(self.output, "output")
+        for name in ("embedding_dim", "p", "k", "epochs"):
+            _check_int(getattr(self, name), name, minimum=1)
+        _check_int(self.seed, "seed", minimum=0)
+        _check_int(self.eval_every, "eval_every", minimum=0)
+        if self.batches_per_epoch is not None:
+            _check_int(self.batches_per_epoch, "batches_per_epoch", minimum=1)
+        if not isinstance(self.normalize, bool):
+            raise ValueError(f"normalize must be true or false, got {self.normalize!r}")
+        if not isinstance(self.loss_params, Mapping) or not all(
+            isinstance(key, str) for key in self.loss_params
+        ):
+            raise ValueError(
+                f"loss_params must be a mapping of parameter names to values, "
+                f"got {self.loss_params!r}"
+            )
+        self.loss_params = dict(self.loss_params)
+        _check_choice(self.miner, "miner", MINERS, allow_none=True)
+        _check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        _check_choice(self.device, "device", DEVICES)
+        _check_choice(self.protocol, "protocol", PROTOCOLS)
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+            setattr(self, name, float(value))
+        if self.lr == 0:
+            raise ValueError("lr must be > 0, got 0")
+        size = self.test_size
+        valid_fraction = isinstance(size, float) and 0 < size < 1
+        valid_count = isinstance(size, int) and not isinstance(size, bool) and size >= 1
+        if not (valid_fraction or valid_count):
+            raise ValueError(
+                f"test_size must be a fraction in (0, 1) or a number of samples >= 1, got {size!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from a mapping; keys may use hyphens or underscores; unknown keys are refused."""
+        return cls(**_normalise_keys(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def merged(self, overrides: Mapping[str, Any]) -> TrainConfig:
+        """A copy with ``overrides`` applied; ``loss_params`` are merged key by key."""
+        values = self.to_dict()
+        overrides = _normalise_keys(overrides)
+        params = {**values["loss_params"], **overrides.pop("loss_params", {})}
+        return TrainConfig(**{**values, **overrides, "loss_params": params})
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Options (other than :data:`RESUMABLE_CHANGES`) whose values differ, as readable text."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [
+            f"{key}: {mine[key]!r} != {theirs[key]!r}"
+            for key in mine
+            if key not in RESUMABLE_CHANGES and mine[key] != theirs[key]
+        ]
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The option mapping in a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    try:
+        if suffix in (".yaml", ".yml"):
+            values = yaml.safe_load(text)
+        elif suffix == ".toml":
+            values = tomllib.loads(text)
+        elif suffix == ".json":
+            values = json.loads(text)
+        else:
+            raise ValueError(
+                f"config file {str(path)!r} must end in .yaml, .yml, .toml or .json, "
+                f"got {suffix or 'no suffix'!r}"
+            )
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"config file {str(path)!r} could not be parsed: {exc}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping of options")
+    return _normalise_keys(values)
+
+
+def read_config_json(path: str | Path) -> dict[str, Any]:
+    """The options saved with a run (its ``config.json``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path.parent)!r} holds no metrickit run (no {path.name})")
+    return read_config_file(path)
+
+
+def _normalise_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    out = {str(key).replace("-", "_"): value for key, value in values.items()}
+    unknown = sorted(set(out) - set(field_names()))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(map(repr, unknown))}; valid options: "
+            f"{', '.join(field_names())}"
+        )
+    return out
+
+
+def _check_str(value: object, name: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+
+
+def _check_int(value: object, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_choice(value: object, name: str, choices: tuple[str, ...], allow_none=False) -> None:
+    if value is None and allow_none:
+        return
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")

@@ -1,0 +1,395 @@
+"""``Trainer``: P×K metric-learning training with atomic checkpoints, resume and evaluation.
+
+    >>> trainer = mk.Trainer(mk.TrainConfig(dataset="digits", loss="triplet", miner="hard"))
+    >>> results = trainer.run()          # train, evaluate, write the run directory
+    >>> results["trained"]["map_at_r"]
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..data import LabelledData, load_dataset, split_dataset
+from ..evaluation import evaluate_embeddings
+from ..losses import get_loss
+from ..losses._registry import ALIASES, LOSSES
+from ..miners import triplet_difficulty
+from ..models import build_model
+from ..samplers import PKSampler
+from . import outputs
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .config import TrainConfig, read_config_json
+
+CONFIG_FILE = "config.json"
+LAST = Path("checkpoints") / "last.pt"
+INITIAL = Path("checkpoints") / "init.pt"
+DIFFICULTIES = ("easy", "semihard", "hard")
+_SUMMARY_METRICS = ("test_precision_at_1", "test_map_at_r")
+_EVAL_BATCH = 1024
+
+
+class Trainer:
+    """Train an embedding network with a batch metric-learning loss on P×K batches.
+
+    Everything that can fail on bad input (data, model, loss, miner) is built in the constructor,
+    before anything is written to the run directory ``config.output``.
+
+    Args:
+        config: a :class:`TrainConfig` or a mapping of its options.
+        progress: show a tqdm progress bar (running loss, triplet-difficulty shares).
+    """
+
+    def __init__(self, config: TrainConfig | Mapping[str, Any], progress: bool = True) -> None:
+        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        cfg = self.config
+        self.run_dir = Path(cfg.output)
+        self.progress = progress
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+
+        data = load_dataset(cfg.dataset)
+        train, test = split_dataset(data, cfg.protocol, cfg.test_size, seed=cfg.seed)
+        self.data_name = data.name
+        self.image_shape = data.image_shape
+        self.x_train, self.y_train, self.train_classes = _as_tensors(train, "training")
+        self.x_test, self.y_test, self.test_classes = _as_tensors(test, "test")
+        _check_trainable(self.y_train, self.train_classes, cfg.p)
+
+        self.input_shape = tuple(self.x_train.shape[1:])
+        self.model = self._new_model()
+        self.initial_state = _cpu_copy(self.model.state_dict())
+        self.loss_fn = build_loss(
+            cfg.loss, cfg.loss_params, cfg.miner, len(self.train_classes), cfg.embedding_dim
+        ).to(self.device)
+        self.difficulty_options = _difficulty_options(cfg.loss, self.loss_fn)
+        self.optimizer = _build_optimizer(
+            cfg, [*self.model.parameters(), *self.loss_fn.parameters()]
+        )
+        self.sampler = PKSampler(
+            self.y_train, p=cfg.p, k=cfg.k, num_batches=cfg.batches_per_epoch, seed=cfg.seed
+        )
+        self.history: list[dict[str, float]] = []
+        self.step_losses: list[float] = []
+        self.epoch = 0
+
+    @classmethod
+    def from_run_dir(
+        cls,
+        run_dir: str | Path,
+        overrides: Mapping[str, Any] | None = None,
+        progress: bool = True,
+    ) -> Trainer:
+        """A trainer for the run saved in ``run_dir`` (its config, with ``overrides`` applied)."""
+        run_dir = Path(run_dir)
+        config = TrainConfig.from_dict(read_config_json(run_dir / CONFIG_FILE))
+        config = config.merged({**(overrides or {}), "output": str(run_dir)})
+        return cls(config, progress=progress)
+
+    # ----------------------------------------------------------------------------- running
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        """Train (or continue with ``resume=True``), evaluate, and write the run directory."""
+        self.fit(resume=resume)
+        results = self.evaluate()
+        outputs.write_run_outputs(self, results)
+        return results
+
+    def fit(self, resume: bool = False) -> list[dict[str, float]]:
+        """Train up to ``config.epochs``, saving a checkpoint after every epoch."""
+        self._prepare_run_dir(resume)
+        cfg = self.config
+        for epoch in range(self.epoch, cfg.epochs):
+            row = self._train_epoch(epoch)
+            if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+                metrics = self._metrics(self.model)
+                row.update({f"test_{k}": v for k, v in metrics.items()})
+            self.history.append(row)
+            self.epoch = epoch + 1
+            self._save()
+            if self.progress:
+                tqdm.write(_epoch_summary(row, cfg.epochs))
+        return self.history
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg = self.config
+        self.model.train()
+        self.loss_fn.train()
+        self.sampler.set_epoch(epoch)
+        start = time.perf_counter()
+        loss_sum, counts = 0.0, np.zeros(4)
+        bar = tqdm(
+            self.sampler,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for step, batch in enumerate(bar, start=1):
+            values = self._step(torch.as_tensor(batch))
+            self.step_losses.append(values[0])
+            loss_sum += values[0]
+            postfix = {"loss": f"{loss_sum / step:.4f}"}
+            if self.difficulty_options is not None:
+                counts += values[1:]
+                total = max(values[4], 1.0)
+                shares = zip(DIFFICULTIES, values[1:4], strict=True)
+                postfix.update({k: f"{v / total:.0%}" for k, v in shares})
+            bar.set_postfix(postfix, refresh=False)
+        bar.close()
+        row = {"epoch": epoch + 1, "loss": loss_sum / len(self.sampler)}
+        if self.difficulty_options is not None:
+            total = max(counts[3], 1.0)
+            row.update({k: float(c / total) for k, c in zip(DIFFICULTIES, counts[:3], strict=True)})
+        row["time"] = time.perf_counter() - start
+        return row
+
+    def _step(self, batch: Tensor) -> list[float]:
+        """One optimiser step; returns [loss, easy, semihard, hard, total] with one host sync."""
+        x = self.x_train[batch].to(self.device, non_blocking=True)
+        y = self.y_train[batch].to(self.device, non_blocking=True)
+        embeddings = self.model(x)
+        loss = self.loss_fn(embeddings, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        stats = [loss.detach().float()]
+        if self.difficulty_options is not None:
+            difficulty = triplet_difficulty(embeddings.detach(), y, **self.difficulty_options)
+            stats += [difficulty[k].float() for k in (*DIFFICULTIES, "total")]
+        return torch.stack(stats).tolist()
+
+    # -------------------------------------------------------------------------- evaluation
+    def evaluate(self) -> dict[str, Any]:
+        """Test-split metrics of the trained network, the untrained one and the raw input."""
+        return {
+            "trained": self._metrics(self.model),
+            "untrained": self._metrics(self.untrained_model()),
+            "raw": evaluate_embeddings(self.x_test.flatten(1), self.y_test),
+        }
+
+    def untrained_model(self) -> nn.Module:
+        """The network with the run's initial weights (same seed, before any step)."""
+        model = self._new_model()
+        model.load_state_dict(self.initial_state)
+        return model
+
+    def embed(self, x: Tensor, model: nn.Module | None = None) -> Tensor:
+        """Embeddings (float32, on the CPU) of ``x`` computed in batches without gradients."""
+        model = self.model if model is None else model
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            parts = [
+                model(x[i : i + _EVAL_BATCH].to(self.device)).float().cpu()
+                for i in range(0, x.shape[0], _EVAL_BATCH)
+            ]
+        model.train(was_training)
+        return torch.cat(parts)
+
+    def _metrics(self, model: nn.Module) -> dict[str, float]:
+        return evaluate_embeddings(self.embed(self.x_test, model), self.y_test)
+
+    def _new_model(self) -> nn.Module:
+        cfg = self.config
+        model = build_model(
+            cfg.model, self.input_shape, embedding_dim=cfg.embedding_dim, normalize=cfg.normalize
+        )
+        return model.to(self.device)
+
+    # ------------------------------------------------------------------ run dir, checkpoints
+    def _prepare_run_dir(self, resume: bool) -> None:
+        run_dir, cfg = self.run_dir, self.config
+        if not resume:
+            if run_dir.exists() and any(run_dir.iterdir()):
+                raise ValueError(
+                    f"output directory {str(run_dir)!r} is not empty; choose another output "
+                    f"directory, or continue the run there with --resume {str(run_dir)!r}"
+                )
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_checkpoint({"model": self.initial_state}, run_dir / INITIAL)
+            atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
+            return
+        saved = TrainConfig.from_dict(read_config_json(run_dir / CONFIG_FILE))
+        self._check_same_run(saved, f"{run_dir / CONFIG_FILE}")
+        self.restore(require_checkpoint=False)
+        if saved.epochs != cfg.epochs:
+            atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
+
+    def _check_same_run(self, saved: TrainConfig, source: str) -> None:
+        diffs = self.config.differences(saved)
+        if diffs:
+            raise ValueError(
+                f"cannot resume: the config differs from the run's ({source}) in "
+                f"{'; '.join(diffs)} (only epochs may change); nothing was written"
+            )
+
+    def restore(self, require_checkpoint: bool = True) -> None:
+        """Load the run directory's initial weights and its last checkpoint (if any)."""
+        self.initial_state = load_checkpoint(self.run_dir / INITIAL)["model"]
+        if require_checkpoint or (self.run_dir / LAST).exists():
+            self.load(self.run_dir / LAST)
+
+    def load(self, path: str | Path) -> None:
+        """Restore model, loss, optimiser, RNG states, epoch and history from a checkpoint.
+
+        The checkpoint's config must match this trainer's (up to epochs, output and device).
+        """
+        state = load_checkpoint(path, map_location=self.device)
+        try:
+            saved = TrainConfig.from_dict(state["config"]).merged({"device": self.config.device})
+            self._check_same_run(saved, str(path))
+            self.model.load_state_dict(state["model"])
+            self.loss_fn.load_state_dict(state["loss"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"])
+            self.history = [dict(row) for row in state["history"]]
+            self.step_losses = list(state["step_losses"])
+            self.epoch = int(state["epoch"])
+        except (KeyError, RuntimeError) as exc:
+            message = f"checkpoint {str(path)!r} does not fit this run: {exc}"
+            raise CheckpointError(message) from None
+
+    def _save(self) -> None:
+        save_checkpoint(
+            {
+                "epoch": self.epoch,
+                "model": self.model.state_dict(),
+                "loss": self.loss_fn.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng": rng_state(),
+                "history": self.history,
+                "step_losses": self.step_losses,
+                "config": self.config.to_dict(),
+            },
+            self.run_dir / LAST,
+        )
+
+
+# ------------------------------------------------------------------------------- helpers
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but CUDA is not available; use cpu or auto")
+    return torch.device(name)
+
+
+def build_loss(
+    name: str,
+    params: Mapping[str, Any],
+    miner: str | None,
+    num_classes: int,
+    embedding_dim: int,
+) -> nn.Module:
+    """A registered batch loss with its parameters; ``miner`` sets its ``mining`` parameter.
+
+    ``num_classes`` and ``embedding_dim`` are filled in for losses that take them (class centres,
+    proxies) unless given in ``params``.
+    """
+    key = _loss_key(name)
+    if key not in LOSSES:
+        get_loss(name)  # raises the registry's "unknown loss" error listing the valid names
+    accepted = inspect.signature(LOSSES[key]).parameters
+    params = dict(params)
+    if miner is not None:
+        if "mining" not in accepted:
+            with_mining = [n for n, c in sorted(LOSSES.items())
+                           if "mining" in inspect.signature(c).parameters]
+            raise ValueError(
+                f"incompatible loss and miner: loss {name!r} takes no miner (got miner "
+                f"{miner!r}); miners apply to: {', '.join(with_mining) or 'no registered loss'}"
+            )
+        if params.get("mining", miner) != miner:
+            raise ValueError(
+                f"miner {miner!r} conflicts with loss parameter mining={params['mining']!r}"
+            )
+        params["mining"] = miner
+    for auto, value in (("num_classes", num_classes), ("embedding_dim", embedding_dim)):
+        if auto in accepted and auto not in params:
+            params[auto] = value
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    unknown = sorted(set(params) - set(accepted))
+    if unknown and not takes_any:
+        raise ValueError(
+            f"loss {name!r} has no parameter {', '.join(map(repr, unknown))}; its parameters: "
+            f"{', '.join(accepted)}"
+        )
+    try:
+        return get_loss(key, **params)
+    except TypeError as exc:
+        raise ValueError(f"invalid parameters for loss {name!r}: {exc}") from None
+
+
+def _cpu_copy(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def _epoch_summary(row: Mapping[str, float], epochs: int) -> str:
+    text = f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.4f}"
+    text += "".join(f"  {k} {row[k]:.0%}" for k in DIFFICULTIES if k in row)
+    text += "".join(f"  {k[5:]} {row[k]:.4f}" for k in _SUMMARY_METRICS if k in row)
+    return text + f"  ({row['time']:.1f} s)"
+
+
+def _loss_key(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def _difficulty_options(name: str, loss_fn: nn.Module) -> dict[str, Any] | None:
+    """``triplet_difficulty`` options matching a triplet loss's margin and distance, else None."""
+    if not _loss_key(name).startswith("triplet"):
+        return None
+    options = {"margin": float(getattr(loss_fn, "margin", 0.2))}
+    distance = getattr(loss_fn, "distance", "euclidean")
+    if isinstance(distance, str):
+        options["distance"] = distance
+        options["squared"] = distance == "euclidean" and bool(getattr(loss_fn, "squared", False))
+    return options
+
+
+def _build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _as_tensors(data: LabelledData, split: str) -> tuple[Tensor, Tensor, list[str]]:
+    """Inputs, labels remapped to 0..C-1 over the classes present, and those classes' names."""
+    if len(data) == 0:
+        raise ValueError(f"the {split} split is empty; use a larger dataset or another test_size")
+    ids, inverse = np.unique(data.y.numpy(), return_inverse=True)
+    labels = torch.as_tensor(inverse.reshape(-1), dtype=torch.long)
+    return data.x, labels, [data.classes[i] for i in ids]
+
+
+def _check_trainable(y: Tensor, classes: list[str], p: int) -> None:
+    counts = torch.bincount(y, minlength=len(classes))
+    if len(classes) < 2:
+        raise ValueError(
+            f"the training split has {len(classes)} class; metric learning needs at least 2"
+        )
+    single = [c for c, n in zip(classes, counts.tolist(), strict=True) if n < 2]
+    if single:
+        raise ValueError(
+            f"{len(single)} class(es) of the training split have a single sample (e.g. class "
+            f"{single[0]!r}); every class needs at least 2 samples to form a positive pair"
+        )
+    if p > len(classes):
+        raise ValueError(f"p={p} is larger than the {len(classes)} classes of the training split")
