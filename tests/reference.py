@@ -581,3 +581,29 @@ def ref_set_quadruplet(refs, ref_labels, offset, b, margin1=1.0, margin2=0.5) ->
                     if v > 0:
                         s2, c2 = s2 + v, c2 + 1
     return (s1 / c1 if c1 else 0.0) + (s2 / c2 if c2 else 0.0)
+
+
+def ref_recsys_user_metrics(scores, train_items, test_items, k) -> dict[str, float] | None:
+    """Top-N metrics of one user by their definitions (metrickit.recsys.metrics' module doc):
+    candidates = items not in train; ranking by decreasing score; a relevant item tied with
+    negatives ranks after them. None for a user without test items."""
+    rel = [i for i in test_items if i not in train_items]
+    if not rel:
+        return None
+    neg = [j for j in range(len(scores)) if j not in train_items and j not in rel]
+    # pessimistic ranking: sort by (-score, relevant last), then rank = position + 1
+    order = sorted(rel + neg, key=lambda i: (-scores[i], i in rel))
+    rank = {i: pos + 1 for pos, i in enumerate(order)}
+    hits = sorted(rank[i] for i in rel if rank[i] <= k)
+    pairs = [(1.0 if scores[i] > scores[j] else 0.5 if scores[i] == scores[j] else 0.0)
+             for i in rel for j in neg]
+    idcg = sum(1 / math.log2(t + 1) for t in range(1, min(len(rel), k) + 1))
+    return {
+        "auc": sum(pairs) / len(pairs) if pairs else float("nan"),
+        "precision": len(hits) / k,
+        "recall": len(hits) / len(rel),
+        "hit_rate": float(bool(hits)),
+        "ndcg": sum(1 / math.log2(r + 1) for r in hits) / idcg,
+        "map": sum((n + 1) / r for n, r in enumerate(hits)) / min(len(rel), k),
+        "mrr": 1 / min(rank[i] for i in rel),
+    }

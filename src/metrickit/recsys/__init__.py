@@ -1,0 +1,47 @@
+"""Recommenders from implicit feedback, with the ranking losses of :mod:`metrickit.losses.ranking`.
+
+    >>> from metrickit import recsys
+    >>> ml = recsys.load_movielens("movielens-100k")          # no download (see datasets)
+    >>> train, test = recsys.random_split(ml.interactions.to_implicit(), n_test=10)
+    >>> model = recsys.MatrixFactorization(train.n_users, train.n_items, dim=32)
+    >>> history = recsys.fit(model, train, recsys.FitConfig(loss="warp"))
+    >>> recsys.evaluate(model, train, test, k=10)               # AUC, Precision@10, NDCG@10, ...
+
+Layers: data/datasets → splits → sampling → models → train → metrics (all below the CLI).
+"""
+
+from .data import IdMap, Interactions, from_arrays, from_csv, from_dataframe, from_sparse
+from .datasets import MovieLens, load_movielens, movielens_features
+from .metrics import evaluate, popularity_scorer, rank_metrics, top_k
+from .models import FeatureTower, MatrixFactorization, Recommender, TwoTower, build_features
+from .sampling import NegativeSampler
+from .splits import Split, leave_last_out, random_split
+from .train import FitConfig, fit, warp_step
+
+__all__ = [
+    "IdMap",
+    "Interactions",
+    "from_arrays",
+    "from_csv",
+    "from_dataframe",
+    "from_sparse",
+    "MovieLens",
+    "load_movielens",
+    "movielens_features",
+    "Split",
+    "random_split",
+    "leave_last_out",
+    "NegativeSampler",
+    "Recommender",
+    "MatrixFactorization",
+    "TwoTower",
+    "FeatureTower",
+    "build_features",
+    "FitConfig",
+    "fit",
+    "warp_step",
+    "evaluate",
+    "popularity_scorer",
+    "rank_metrics",
+    "top_k",
+]

@@ -1,0 +1,148 @@
+"""Negative sampling for implicit feedback: uniform or by popularity, never a known positive.
+
+Everything runs as a few tensor operations on the sampler's device, with no Python loop over
+users and no host-device sync:
+
+* excluding positives: draw uniformly (or from p_i ∝ count_i^alpha), redraw the known positives
+  a fixed number of rounds (membership is one gather in a user × item bitmap, or a
+  ``searchsorted`` over sorted keys for catalogues above 2^28 cells), then replace any positive
+  still left by an exact uniform negative: for a user with sorted positives p_0 < p_1 < … and
+  n_u = I − |P_u| negatives, draw r uniformly in [0, n_u) and return the r-th negative,
+  r + #{j : p_j − j ≤ r}. Rejection keeps uniform draws exactly uniform over the negatives;
+  popularity draws are popularity-shaped (slightly flattened for users who own most of the
+  popular items). The result is never a known positive.
+
+With ``exclude_positives=False`` draws are plain uniform / popularity draws over the catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data import Interactions
+
+STRATEGIES = ("uniform", "popularity")
+_REDRAW_ROUNDS = 4
+_BITMAP_MAX = 2**28
+
+
+class NegativeSampler:
+    """Draws negative items for users of ``train`` (an :class:`Interactions`).
+
+    Args:
+        train: the known positives.
+        strategy: "uniform" [default] | "popularity".
+        exclude_positives: never return an item the user interacted with [True].
+        alpha: popularity exponent, p_i ∝ count_i^alpha [1.0] (0.75 is word2vec's).
+        device: where the index tensors live and samples are drawn ["cpu"].
+    """
+
+    def __init__(
+        self,
+        train: Interactions,
+        strategy: str = "uniform",
+        exclude_positives: bool = True,
+        alpha: float = 1.0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self.strategy = strategy
+        self.exclude_positives = bool(exclude_positives)
+        self.n_items = train.n_items
+        self.device = torch.device(device)
+        csr = train.to_csr()
+        degree = np.diff(csr.indptr)
+        full = np.flatnonzero(degree >= self.n_items)
+        if self.exclude_positives and full.size:
+            raise ValueError(
+                f"user index {int(full[0])} interacted with all {self.n_items} items: there is no "
+                "negative to sample (drop such users or pass exclude_positives=False)"
+            )
+        rows = np.repeat(np.arange(train.n_users), degree)
+        cols = csr.indices.astype(np.int64)
+        within = np.arange(cols.shape[0]) - csr.indptr[rows]
+        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=self.device)  # noqa: E731
+        self._indptr = as_t(csr.indptr.astype(np.int64))
+        self._n_neg = as_t((self.n_items - degree).astype(np.int64))
+        # Sorted keys of the "negatives before p_j" counts (uniform) and of the positives (lookup).
+        self._gap_keys = as_t(rows * (self.n_items + 1) + cols - within)
+        self._pos_keys = as_t(rows * self.n_items + cols)
+        self._bitmap = None  # O(1) membership for catalogues up to _BITMAP_MAX user-item cells
+        if train.n_users * self.n_items <= _BITMAP_MAX:
+            self._bitmap = torch.zeros(train.n_users * self.n_items, dtype=torch.bool,
+                                       device=self.device)
+            self._bitmap[self._pos_keys] = True
+        counts = train.item_counts().astype(np.float64)
+        if strategy == "popularity":
+            if alpha < 0:
+                raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+            self._weights = as_t(counts**alpha).float()
+        self.popularity = as_t(counts)
+
+    def is_positive(self, users: Tensor, items: Tensor) -> Tensor:
+        """Bool tensor: is (users[...], items[...]) a known positive (broadcasting)."""
+        keys = users * self.n_items + items
+        if self._bitmap is not None:
+            return self._bitmap[keys]
+        flat = keys.reshape(-1)
+        if self._pos_keys.numel() == 0:
+            return torch.zeros_like(keys, dtype=torch.bool)
+        pos = torch.searchsorted(self._pos_keys, flat).clamp_max(self._pos_keys.numel() - 1)
+        return (self._pos_keys[pos] == flat).reshape(keys.shape)
+
+    def n_negatives(self, users: Tensor) -> Tensor:
+        """Size of the pool a user's negatives come from: I − |P_u|, or I with positives allowed."""
+        if self.exclude_positives:
+            return self._n_neg[users]
+        return torch.full_like(users, self.n_items)
+
+    def _exact_uniform(self, users: Tensor, generator: torch.Generator | None) -> Tensor:
+        n_neg = self._n_neg[users]
+        u = torch.rand(users.shape, generator=generator, device=self.device, dtype=torch.float64)
+        r = (u * n_neg).long().clamp_max(n_neg - 1)
+        before = torch.searchsorted(self._gap_keys, users * (self.n_items + 1) + r, right=True)
+        return r + before - self._indptr[users]
+
+    def _reject_positives(
+        self, users: Tensor, items: Tensor, draw: Callable[[], Tensor],
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """Redraw known positives a fixed number of rounds, then replace those left by exact
+        uniform negatives (computed only where needed on the host, everywhere on accelerators
+        so that no data-dependent sync happens)."""
+        for _ in range(_REDRAW_ROUNDS):
+            items = torch.where(self.is_positive(users, items), draw(), items)
+        left = self.is_positive(users, items)
+        if self.device.type == "cpu":
+            where = left.nonzero(as_tuple=True)
+            items[where] = self._exact_uniform(users[where], generator)
+            return items
+        return torch.where(left, self._exact_uniform(users, generator), items)
+
+    def sample(
+        self, users: Tensor, n: int = 1, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """[B, n] negative item indices for ``users`` [B] (long, on the sampler's device)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        users = users.to(self.device, torch.long)[:, None].expand(-1, n)
+        shape = users.shape
+        if self.strategy == "uniform":
+            def draw() -> Tensor:
+                return torch.randint(
+                    0, self.n_items, shape, generator=generator, device=self.device
+                )
+        else:
+            def draw() -> Tensor:
+                return torch.multinomial(
+                    self._weights, users.numel(), replacement=True, generator=generator
+                ).reshape(shape)
+        items = draw()
+        if not self.exclude_positives:
+            return items
+        return self._reject_positives(users, items, draw, generator)
