@@ -248,7 +248,7 @@ def loss_distance_curves(
     loss: str | nn.Module,
     margin: float | None = None,
     max_distance: float | None = None,
-    num: int = 201,
+    num: int = 101,
     probe: str = "auto",
     **loss_params: object,
 ) -> dict[str, LossCurve]:
@@ -288,7 +288,7 @@ def plot_loss_vs_distance(
     """Plot :func:`loss_distance_curves`: similar/dissimilar pairs with the margin marked, or the
     two triplet curves; ``loss_params`` build the loss when it is given by name."""
     module, name, m = _resolve_loss(loss, margin, loss_params)
-    curves = _curves(module, name, m, max_distance, 201, probe)
+    curves = _curves(module, name, m, max_distance, 101, probe)
     fig = Figure(figsize=(6.0, 4.0))
     ax = fig.add_subplot()
     for c, curve in zip(("C0", "C3"), curves.values(), strict=True):
