@@ -319,7 +319,10 @@ def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
     return t
 
 
-def _chunked_rowwise(x: torch.Tensor, i: torch.Tensor, j: torch.Tensor, distance: str):
+def _chunked_rowwise(
+    x: torch.Tensor, i: torch.Tensor, j: torch.Tensor, distance: str
+) -> np.ndarray:
+    """Distances of the row pairs (i[k], j[k]), 65536 pairs at a time."""
     out = [
         rowwise_distance(x[i[s : s + 65536]], x[j[s : s + 65536]], distance)
         for s in range(0, i.numel(), 65536)
