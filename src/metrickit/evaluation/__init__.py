@@ -4,6 +4,7 @@ Layer: imports only :mod:`metrickit.distances` and :mod:`metrickit._validation` 
 optionally faiss); never losses, training, the CLI or plots.
 """
 
+from .ann import ANNIndex, ann_search, hard_negatives, recall_at_k
 from .clustering import clustering_metrics
 from .evaluate import evaluate_embeddings
 from .knn import knn, knn_chunks
@@ -23,4 +24,8 @@ __all__ = [
     "make_verification_pairs",
     "pair_verification_metrics",
     "evaluate_embeddings",
+    "ANNIndex",
+    "ann_search",
+    "recall_at_k",
+    "hard_negatives",
 ]
