@@ -1,0 +1,134 @@
+"""What is benchmarked: tasks, implementations of each task, and one case = (task, impl, size)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.util import find_spec
+from typing import Any
+
+from . import naive, ours, peers
+
+LOSS_TASKS = ("batch_all", "batch_hard", "semihard")
+MINER_TASKS = ("miner_hard", "miner_semihard", "miner_difficulty")
+EVAL_TASK = "eval"
+TASKS = LOSS_TASKS + MINER_TASKS + (EVAL_TASK,)
+IMPL_NAMES = ("metrickit", "metrickit-torch", "pml", "st", "torch")
+TASK_TITLES = {
+    "batch_all": "Batch-all triplet loss, forward + backward",
+    "batch_hard": "Batch-hard triplet loss, forward + backward",
+    "semihard": "Semi-hard triplet loss, forward + backward",
+    "miner_hard": "Batch-hard miner (mining only, no gradient)",
+    "miner_semihard": "Semi-hard miner (mining only, no gradient)",
+    "miner_difficulty": "Semi-hard triplet count, d(a,p) ≤ d(a,n) < d(a,p) + m (no gradient)",
+    "eval": "Retrieval evaluation: P@1, R-Precision, MAP@R (self excluded)",
+}
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation of a task.
+
+    ``build(param)`` returns ``fn(embeddings, labels)``; param is the margin (losses, miners) or
+    the thread count (evaluation). ``estimate(B, K)`` is its peak memory in bytes, from its
+    algorithm. Implementations with equal ``definition`` must agree on values; None means a
+    different definition, explained in ``note``.
+    """
+
+    task: str
+    name: str
+    label: str
+    requires: str
+    build: Callable[[Any], Callable]
+    estimate: Callable[[int, int], float]
+    definition: str | None
+    note: str = ""
+
+    def available(self) -> bool:
+        return find_spec(self.requires) is not None
+
+
+def _naive(fn: Callable) -> Callable[[float], Callable]:
+    return lambda margin: lambda x, y: fn(x, y, margin)
+
+
+_PML_SEMIHARD_NOTE = (
+    "PML's TripletMarginMiner('semihard') keeps every triplet with 0 < d(a,n) − d(a,p) ≤ m and "
+    "averages the non-zero losses; TF-Addons/FaceNet semi-hard takes, per positive pair, the "
+    "nearest negative farther than the positive. Different definition: values not compared."
+)
+
+IMPLS: dict[tuple[str, str], Impl] = {
+    (i.task, i.name): i
+    for i in (
+        Impl("batch_all", "metrickit", "batch_triplet_loss(mining='all')", "metrickit",
+             ours.batch_all, peers.dense_pairs_bytes, "batch_all"),
+        Impl("batch_all", "pml", "TripletMarginLoss (all triplets, AvgNonZeroReducer)",
+             "pytorch_metric_learning", peers.pml_batch_all, peers.pml_all_triplets_bytes,
+             "batch_all"),
+        Impl("batch_all", "st", "BatchAllTripletLoss", "sentence_transformers",
+             peers.st_batch_all, peers.st_batch_all_bytes, "batch_all"),
+        Impl("batch_all", "torch", "dense B³ cube", "torch", _naive(naive.batch_all),
+             peers.naive_cube_bytes, "batch_all"),
+        Impl("batch_hard", "metrickit", "batch_triplet_loss(mining='hard')", "metrickit",
+             ours.batch_hard, peers.dense_pairs_bytes, "batch_hard"),
+        Impl("batch_hard", "pml", "BatchHardMiner + TripletMarginLoss (MeanReducer)",
+             "pytorch_metric_learning", peers.pml_batch_hard, peers.pml_batch_hard_bytes,
+             "batch_hard"),
+        Impl("batch_hard", "st", "BatchHardTripletLoss", "sentence_transformers",
+             peers.st_batch_hard, peers.dense_pairs_bytes, "batch_hard"),
+        Impl("batch_hard", "torch", "dense B² masked max/min", "torch", _naive(naive.batch_hard),
+             peers.dense_pairs_bytes, "batch_hard"),
+        Impl("semihard", "metrickit", "batch_triplet_loss(mining='semihard')", "metrickit",
+             ours.semihard, peers.dense_pairs_bytes, "semihard"),
+        Impl("semihard", "pml", "TripletMarginMiner('semihard') + TripletMarginLoss",
+             "pytorch_metric_learning", peers.pml_semihard, peers.pml_all_triplets_bytes, None,
+             _PML_SEMIHARD_NOTE),
+        Impl("semihard", "st", "BatchSemiHardTripletLoss", "sentence_transformers",
+             peers.st_semihard, peers.dense_pairs_bytes, "semihard"),
+        Impl("semihard", "torch", "dense B³ cube", "torch", _naive(naive.semihard),
+             peers.naive_cube_bytes, "semihard"),
+        Impl("miner_hard", "metrickit", "miners.batch_hard_triplets", "metrickit",
+             ours.miner_hard, peers.dense_pairs_bytes, "miner_hard"),
+        Impl("miner_hard", "pml", "BatchHardMiner", "pytorch_metric_learning",
+             peers.pml_miner_hard, peers.pml_batch_hard_bytes, "miner_hard"),
+        Impl("miner_semihard", "metrickit", "miners.semihard_triplets", "metrickit",
+             ours.miner_semihard, peers.dense_pairs_bytes, "miner_semihard"),
+        Impl("miner_semihard", "pml", "TripletMarginMiner('semihard')",
+             "pytorch_metric_learning", peers.pml_miner_semihard, peers.pml_all_triplets_bytes,
+             None, _PML_SEMIHARD_NOTE),
+        Impl("miner_difficulty", "metrickit", "miners.triplet_difficulty()['semihard']",
+             "metrickit", ours.miner_difficulty, peers.dense_pairs_bytes, "semihard_band"),
+        Impl("miner_difficulty", "pml", "TripletMarginMiner('semihard'), number mined",
+             "pytorch_metric_learning", peers.pml_miner_semihard, peers.pml_all_triplets_bytes,
+             "semihard_band"),
+        Impl("eval", "metrickit", "retrieval_metrics (default backend: faiss if installed)",
+             "metrickit", ours.evaluation, peers.negligible, "eval"),
+        Impl("eval", "metrickit-torch", "retrieval_metrics(backend='torch')", "metrickit",
+             ours.evaluation_torch, peers.negligible, "eval"),
+        Impl("eval", "pml", "AccuracyCalculator(k='max_bin_count') + faiss IndexFlatL2",
+             "pytorch_metric_learning", peers.pml_eval, peers.negligible, "eval"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement: ``batch`` samples (N for evaluation), ``k`` per class, ``dim`` features."""
+
+    task: str
+    impl: str
+    batch: int
+    k: int
+    dim: int
+
+    @property
+    def spec(self) -> Impl:
+        return IMPLS[(self.task, self.impl)]
+
+    @property
+    def key(self) -> tuple[str, int, int, int]:
+        return (self.task, self.batch, self.k, self.dim)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

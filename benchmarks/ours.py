@@ -1,0 +1,73 @@
+"""Adapters for metrickit's own implementations (same calling convention as the peers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+Fn = Callable[[Tensor, Tensor], Any]
+
+
+def _triplet(mining: str, margin: float) -> Fn:
+    import metrickit as mk
+
+    loss = mk.F.batch_triplet_loss
+    return lambda x, y: loss(x, y, margin=margin, mining=mining)
+
+
+def batch_all(margin: float) -> Fn:
+    return _triplet("all", margin)
+
+
+def batch_hard(margin: float) -> Fn:
+    return _triplet("hard", margin)
+
+
+def semihard(margin: float) -> Fn:
+    return _triplet("semihard", margin)
+
+
+def miner_hard(margin: float) -> Fn:
+    from metrickit.miners import batch_hard_triplets
+
+    return lambda x, y: batch_hard_triplets(x, y)
+
+
+def miner_semihard(margin: float) -> Fn:
+    from metrickit.miners import semihard_triplets
+
+    return lambda x, y: semihard_triplets(x, y)
+
+
+def miner_difficulty(margin: float) -> Fn:
+    """Number of semi-hard triplets, d(a,p) ≤ d(a,n) < d(a,p) + m, without listing them."""
+    from metrickit.miners import triplet_difficulty
+
+    return lambda x, y: triplet_difficulty(x, y, margin=margin)["semihard"]
+
+
+def _evaluation(threads: int, backend: str) -> Fn:
+    from metrickit.evaluation import retrieval_metrics
+
+    if backend != "torch":
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+
+    def run(x: Tensor, y: Tensor) -> dict[str, float]:
+        out = retrieval_metrics(x, y, backend=backend)
+        return {k: float(out[k]) for k in ("precision_at_1", "r_precision", "map_at_r")}
+
+    return run
+
+
+def evaluation(threads: int) -> Fn:
+    """``retrieval_metrics`` with its default backend (faiss when installed)."""
+    return _evaluation(threads, "auto")
+
+
+def evaluation_torch(threads: int) -> Fn:
+    """``retrieval_metrics`` on the pure-torch k-NN backend."""
+    return _evaluation(threads, "torch")

@@ -1,0 +1,157 @@
+"""Adapters for the peer libraries, configured to compute what metrickit computes.
+
+pytorch-metric-learning (PML): Euclidean ``LpDistance(normalize_embeddings=False)`` everywhere
+(PML normalises embeddings by default). sentence-transformers (ST): the ``batch_*_triplet_loss``
+methods of its ``Batch*TripletLoss`` modules, built with no model. Each builder takes the margin
+and returns ``fn(embeddings, labels)``; imports happen only when a builder is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+import torch
+from torch import Tensor
+
+Fn = Callable[[Tensor, Tensor], Any]
+INT32_MAX = 2**31 - 1
+
+
+def version(dist: str) -> str | None:
+    """Installed version of a distribution, or None."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _lp() -> Any:
+    from pytorch_metric_learning.distances import LpDistance
+
+    return LpDistance(normalize_embeddings=False, p=2, power=1)
+
+
+def pml_batch_all(margin: float) -> Fn:
+    from pytorch_metric_learning.losses import TripletMarginLoss
+
+    loss = TripletMarginLoss(margin=margin, distance=_lp())  # all triplets, AvgNonZeroReducer
+    return lambda x, y: loss(x, y)
+
+
+def pml_batch_hard(margin: float) -> Fn:
+    from pytorch_metric_learning.losses import TripletMarginLoss
+    from pytorch_metric_learning.miners import BatchHardMiner
+    from pytorch_metric_learning.reducers import MeanReducer
+
+    miner = BatchHardMiner(distance=_lp())
+    loss = TripletMarginLoss(margin=margin, distance=_lp(), reducer=MeanReducer())
+    return lambda x, y: loss(x, y, miner(x, y))
+
+
+def pml_semihard(margin: float) -> Fn:
+    from pytorch_metric_learning.losses import TripletMarginLoss
+    from pytorch_metric_learning.miners import TripletMarginMiner
+
+    miner = TripletMarginMiner(margin=margin, type_of_triplets="semihard", distance=_lp())
+    loss = TripletMarginLoss(margin=margin, distance=_lp())
+    return lambda x, y: loss(x, y, miner(x, y))
+
+
+def pml_miner_hard(margin: float) -> Fn:
+    from pytorch_metric_learning.miners import BatchHardMiner
+
+    return BatchHardMiner(distance=_lp())
+
+
+def pml_miner_semihard(margin: float) -> Fn:
+    from pytorch_metric_learning.miners import TripletMarginMiner
+
+    return TripletMarginMiner(margin=margin, type_of_triplets="semihard", distance=_lp())
+
+
+def pml_eval(threads: int) -> Fn:
+    import faiss
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+    faiss.omp_set_num_threads(threads)
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+        k="max_bin_count",
+        device=torch.device("cpu"),
+    )
+
+    def run(x: Tensor, y: Tensor) -> dict[str, float]:
+        out = calc.get_accuracy(x, y)  # reference = query: the query itself is excluded
+        return {
+            "precision_at_1": out["precision_at_1"],
+            "r_precision": out["r_precision"],
+            "map_at_r": out["mean_average_precision_at_r"],
+        }
+
+    return run
+
+
+def _st(name: str, method: str, margin: float) -> Fn:
+    from sentence_transformers.sentence_transformer import losses
+
+    module = getattr(losses, name)(model=None, margin=margin)
+    fn = getattr(module, method)
+    return lambda x, y: fn(y, x)  # ST takes (labels, embeddings)
+
+
+def st_batch_all(margin: float) -> Fn:
+    return _st("BatchAllTripletLoss", "batch_all_triplet_loss", margin)
+
+
+def st_batch_hard(margin: float) -> Fn:
+    return _st("BatchHardTripletLoss", "batch_hard_triplet_loss", margin)
+
+
+def st_semihard(margin: float) -> Fn:
+    return _st("BatchSemiHardTripletLoss", "batch_semi_hard_triplet_loss", margin)
+
+
+# Peak-memory estimates in bytes, read off each algorithm (float32 values, int64 indices),
+# for B samples in P×K layout; used only to skip cases that would not fit.
+
+
+def triplet_count(b: int, k: int) -> int:
+    """Valid (a, p, n) triplets of a P×K batch: B (K − 1) (B − K)."""
+    return b * (k - 1) * (b - k)
+
+
+def pml_all_triplets_bytes(b: int, k: int) -> float:
+    """``get_all_triplets_indices``: a B³ uint8 cube below INT32_MAX elements, else a Python loop
+    over anchors; then three int64 index vectors (built twice by the loop's ``cat``) and about
+    eight float32 vectors of length T (distances, hinge, filter, gradients)."""
+    t = triplet_count(b, k)
+    if b**3 < INT32_MAX:
+        return b**3 + 24 * t + 32 * t
+    return 48 * t + 32 * t
+
+
+def pml_batch_hard_bytes(b: int, k: int) -> float:
+    """All positive and negative pair indices (2 × int64 per pair of the B² grid) plus a few
+    B×B float matrices."""
+    return 16 * b * b + 6 * 4 * b * b
+
+
+def st_batch_all_bytes(b: int, k: int) -> float:
+    """B (K − 1) anchor-positive rows of length B: about six float32 tensors of that shape."""
+    return 6 * 4 * b * (k - 1) * b + 8 * 4 * b * b
+
+
+def dense_pairs_bytes(b: int, k: int) -> float:
+    """Around a dozen B×B float32 matrices (distances, masks, sorting, gradients)."""
+    return 12 * 4 * b * b
+
+
+def naive_cube_bytes(b: int, k: int) -> float:
+    """Five B³ float32 cubes and two boolean ones (difference, hinge, product, gradients)."""
+    return 22 * b**3
+
+
+def negligible(b: int, k: int) -> float:
+    return 0.0
