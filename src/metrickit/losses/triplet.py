@@ -5,8 +5,9 @@ Also known as: triplet ranking loss, margin ranking loss (seed 003).
 The batch form never enumerates triplets. Batch all sorts each anchor's negative distances once
 and, for every positive, counts the negatives inside the margin and sums their distances with
 ``searchsorted`` plus prefix sums: O(B² log B) time and O(B²) memory, exact values and
-gradients. Only soft-margin batch all (softplus has no threshold) forms (a, p, n) terms, a chunk
-of anchors at a time, with the chunks recomputed in the backward pass (bounded memory).
+gradients. Only soft-margin batch all (softplus has no threshold) forms its (a, p, n) terms, a
+chunk of anchors at a time, recomputed in the backward pass (bounded memory); it costs one host
+sync (the largest number of positives per anchor).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ._base import Loss
 from ._registry import register_loss
 
 MINING = ("all", "hard", "semihard")
-# Elements of one [chunk, M, M] block of soft-margin batch-all terms (about 32 MiB in float32).
+# Elements of one [chunk, k, M] block of soft-margin batch-all terms (32 MiB in float32).
 _SOFT_BLOCK_ELEMENTS = 1 << 23
 
 
@@ -94,10 +95,34 @@ def triplet_margin_loss(
     return reduce(term, reduction).to(anchor.dtype)
 
 
-def _soft_block(dist: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-    x = F.softplus(dist[:, :, None] - dist[:, None, :])  # [chunk, positive column, negative column]
+def _soft_block(d_ap: Tensor, valid: Tensor, dist: Tensor, neg: Tensor) -> Tensor:
+    x = F.softplus(d_ap[:, :, None] - dist[:, None, :])  # [chunk, positive slot, reference]
     x = torch.where(neg[:, None, :], x, 0.0).sum(2)
-    return torch.where(pos, x, 0.0)
+    return torch.where(valid, x, 0.0)
+
+
+def _soft_all_pair_sums(dist: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    """[B, M] Σ_n softplus(d(a, p) − d(a, n)) at the positive entries (a, p), 0 elsewhere.
+
+    Each row's positives are packed into k = max positives per row slots (one host sync), and
+    anchors are processed in chunks whose [chunk, k, M] block is recomputed in backward, so the
+    memory stays O(B·M + chunk·k·M) while the time is O(B·k·M).
+    """
+    k = int(pos.sum(1).max()) if pos.numel() else 0
+    if k == 0:
+        return dist * 0.0
+    slots = torch.argsort(pos.to(torch.uint8), dim=1, descending=True, stable=True)[:, :k]
+    valid = pos.gather(1, slots)
+    d_ap = dist.gather(1, slots)
+    chunk = max(1, _SOFT_BLOCK_ELEMENTS // (k * dist.shape[1]))
+    recompute = torch.is_grad_enabled() and dist.requires_grad
+    parts = [
+        checkpoint(_soft_block, *args, use_reentrant=False) if recompute else _soft_block(*args)
+        for args in zip(
+            d_ap.split(chunk), valid.split(chunk), dist.split(chunk), neg.split(chunk), strict=True
+        )
+    ]
+    return torch.zeros_like(dist).scatter(1, slots, torch.cat(parts))
 
 
 def _batch_all(
@@ -106,13 +131,7 @@ def _batch_all(
     """Per (anchor, positive) sums over the anchor's negatives, and the number of terms to
     average over (triplets with a loss > 0; with the soft margin, every valid triplet)."""
     if soft:
-        chunk = max(1, _SOFT_BLOCK_ELEMENTS // max(1, dist.shape[1] ** 2))
-        recompute = torch.is_grad_enabled() and dist.requires_grad
-        parts = [
-            checkpoint(_soft_block, *args, use_reentrant=False) if recompute else _soft_block(*args)
-            for args in zip(dist.split(chunk), pos.split(chunk), neg.split(chunk), strict=True)
-        ]
-        return torch.cat(parts), (pos.sum(1) * neg.sum(1)).sum()
+        return _soft_all_pair_sums(dist, pos, neg), (pos.sum(1) * neg.sum(1)).sum()
     rows = sort_rows(dist, neg)
     threshold = dist + margin
     c = count_below(rows, threshold)  # negatives with d(a, n) < d(a, p) + m
