@@ -5,11 +5,11 @@ exact flat index, IVF and HNSW (:mod:`metrickit.evaluation.ann`, faiss on the CP
     .venv/bin/python benchmarks/ann_1m.py --n 100000   # a quicker run
 
 Data: seeded synthetic embeddings, ``--classes`` Gaussian clusters (unit-variance noise around
-centres drawn N(0, 1) per coordinate, so clusters overlap), float32; the queries are fresh draws of the same
-mixture (not in the index). Recall@k is measured against the exact flat search of the same
-queries. "mining all" extrapolates the search throughput to one query per reference (offline
-mining of the whole set). Timings are wall-clock on the machine as it is (note its cores and
-load); the table is printed in Markdown.
+centres drawn N(0, 1) per coordinate, so clusters overlap), float32; the queries are fresh
+draws of the same mixture (not in the index). Recall@k is measured against the exact flat
+search of the same queries. "mining all" extrapolates the search throughput to one query per
+reference (offline mining of the whole set). Timings are wall-clock on the machine as it is
+(note its cores and load); the table is printed in Markdown.
 """
 
 from __future__ import annotations
