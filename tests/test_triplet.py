@@ -184,6 +184,16 @@ def test_nothing_to_average_gives_zero_with_graph(mining, labels):
 
 @pytest.mark.parametrize("mining", MINING)
 @pytest.mark.parametrize("soft", [False, True])
+def test_core_with_empty_reference_set(mining, soft):
+    d = torch.zeros(3, 0, requires_grad=True)
+    empty = torch.zeros(3, 0, dtype=torch.bool)
+    loss = mk.F.triplet_loss_from_distances(d, empty, empty, mining=mining, soft=soft)
+    loss.backward()
+    assert loss.item() == 0 and loss.requires_grad
+
+
+@pytest.mark.parametrize("mining", MINING)
+@pytest.mark.parametrize("soft", [False, True])
 def test_identical_embeddings_give_finite_gradients(mining, soft):
     x = torch.ones(6, 3, dtype=torch.float64, requires_grad=True)
     loss = mk.F.batch_triplet_loss(x, torch.tensor([0, 0, 1, 1, 2, 2]), 0.2, mining, soft=soft)

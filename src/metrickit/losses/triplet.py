@@ -153,6 +153,8 @@ def _batch_hard(
     dist: Tensor, pos: Tensor, neg: Tensor, margin: float, soft: bool
 ) -> tuple[Tensor, Tensor]:
     selected = pos.any(1) & neg.any(1)
+    if dist.shape[1] == 0:  # an empty reference set (e.g. a memory bank not yet filled)
+        return dist.sum(1), selected
     d_ap = torch.where(selected, dist.masked_fill(~pos, float("-inf")).amax(1), 0.0)
     d_an = torch.where(selected, dist.masked_fill(~neg, float("inf")).amin(1), 0.0)
     term = _hinge(d_ap - d_an + (0.0 if soft else margin), soft)
@@ -231,8 +233,9 @@ def batch_triplet_loss(
       d(a, n) > d(a, p), or the farthest negative if none is farther than p; averaged over the
       positive pairs whose anchor has a negative; "none" gives one term per such pair, row-major.
 
-    "sum" always equals the sum of "none". With nothing to average over (no positive pair, one
-    class, B = 1) the loss is 0 with a graph and zero gradients.
+    "sum" always equals the sum of "none". "none" has a data-dependent length (one host sync);
+    "mean" and "sum" need none, except soft batch all (one). With nothing to average over (no
+    positive pair, one class, B = 1) the loss is 0 with a graph and zero gradients.
 
     Defaults: margin=0.2, mining="all", Euclidean (not squared) distance, hinge (not soft).
 
