@@ -119,9 +119,8 @@ def all_triplets(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     first_neg = torch.cumsum(n_neg, 0) - n_neg  # where each anchor's negatives start
     per_pair = n_neg[a]
     pair = torch.repeat_interleave(torch.arange(a.shape[0], device=a.device), per_pair)
-    within = torch.arange(pair.shape[0], device=a.device) - (torch.cumsum(per_pair, 0) - per_pair)[
-        pair
-    ]
+    first_of_pair = torch.cumsum(per_pair, 0) - per_pair
+    within = torch.arange(pair.shape[0], device=a.device) - first_of_pair[pair]
     return a[pair], p[pair], neg_cols[first_neg[a[pair]] + within]
 
 
@@ -153,9 +152,9 @@ def semihard_triplets(
         return a, p, n[a, p]
 
 
-def count_triplets(dist: Tensor, pos_mask: Tensor, neg_mask: Tensor, margin: float) -> dict[
-    str, Tensor
-]:
+def count_triplets(
+    dist: Tensor, pos_mask: Tensor, neg_mask: Tensor, margin: float
+) -> dict[str, Tensor]:
     """Difficulty counts over every valid triplet of a distance matrix (see the module doc).
 
     Sub-cubic: one sort per row and two ``searchsorted`` calls, O(B·M log M).
@@ -165,8 +164,8 @@ def count_triplets(dist: Tensor, pos_mask: Tensor, neg_mask: Tensor, margin: flo
         hard = torch.where(pos_mask, count_below(rows, dist), 0).sum()
         violating = torch.where(pos_mask, count_below(rows, dist + margin), 0).sum()
         total = (pos_mask.sum(1) * rows.count).sum()
-        return {"easy": total - violating, "semihard": violating - hard, "hard": hard,
-                "total": total}
+        easy, semihard = total - violating, violating - hard
+        return {"easy": easy, "semihard": semihard, "hard": hard, "total": total}
 
 
 def triplet_difficulty(
