@@ -70,10 +70,10 @@ def _free_port() -> int:
 
 def _worker(rank, world, port, out_dir):
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-        timeout=datetime.timedelta(seconds=60),
-    )
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    assert mkd.init_from_env(timeout=datetime.timedelta(seconds=60))
+    assert dist.get_backend() == "gloo"
     try:
         x, y = _inputs()
         sizes = SPLITS[world]
@@ -200,7 +200,7 @@ def test_all_gather_concatenates_unequal_batches_in_rank_order(run):
 
 def test_without_process_group_everything_is_the_identity():
     assert not mkd.is_distributed() and mkd.get_rank() == 0 and mkd.get_world_size() == 1
-    assert mkd.is_main_process()
+    assert mkd.is_main_process() and not mkd.init_from_env()
     x = torch.randn(5, 3, requires_grad=True)
     g, offset = mkd.all_gather_with_grad(x)
     assert g is x and offset == 0 and mkd.all_gather(x) is x

@@ -35,6 +35,8 @@ reference, which :func:`all_gather_with_grad` keeps.
 
 from __future__ import annotations
 
+import datetime
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -67,6 +69,22 @@ def get_world_size() -> int:
 def is_main_process() -> bool:
     """Rank 0: the process that logs, checkpoints and writes reports."""
     return get_rank() == 0
+
+
+def init_from_env(timeout: datetime.timedelta | None = None) -> bool:
+    """Join the process group described by torchrun's environment variables.
+
+    With ``WORLD_SIZE`` > 1 and no process group yet, initialise one from ``env://`` (``RANK``,
+    ``MASTER_ADDR``, ``MASTER_PORT``): NCCL with the CUDA device ``LOCAL_RANK`` when CUDA is
+    available, gloo otherwise. Returns :func:`is_distributed`.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        kwargs = {} if timeout is None else {"timeout": timeout}
+        dist.init_process_group(backend, init_method="env://", **kwargs)
+    return is_distributed()
 
 
 def barrier() -> None:
