@@ -12,6 +12,16 @@ from metrickit.training import checkpoint as ckpt_module
 from metrickit.training.checkpoint import rng_state, set_rng_state
 from metrickit.training.config import read_config_file
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is fastest and immune to CPU oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 SMALL = {
     "dataset": "digits",
     "model": "mlp",

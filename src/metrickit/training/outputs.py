@@ -23,7 +23,7 @@ COLUMNS = ("raw", "untrained", "trained")
 COLUMN_TITLES = {"raw": "raw input", "untrained": "untrained", "trained": "trained"}
 _CURVE_KEYS = ("easy", "semihard", "hard", "test_precision_at_1", "test_map_at_r")
 _MAP_POINTS = 1000
-_GRID_QUERIES, _GRID_NEIGHBOURS = 8, 6
+_GRID_QUERIES, _GRID_NEIGHBOURS = 6, 5
 
 
 def history_csv(history: Sequence[Mapping[str, float]]) -> str:

@@ -1,0 +1,130 @@
+"""``metrickit train``: train an embedding network, evaluate it, write a run directory.
+
+Options come from the defaults of :class:`~metrickit.training.TrainConfig`, then ``--config
+FILE`` (YAML/TOML/JSON), then the flags given; ``--resume RUN_DIR`` starts from the run's saved
+config instead of the defaults and continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import UsageError
+
+_HELP_EPILOG = "Example: metrickit train --dataset digits --loss triplet --miner hard --epochs 5"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train an embedding network and evaluate it",
+        description=__doc__,
+        epilog=_HELP_EPILOG,
+        argument_default=argparse.SUPPRESS,
+    )
+    add_config_options(parser)
+    parser.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON file of options")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig option; absent flags leave the option to the config/defaults."""
+    add = parser.add_argument
+    add("--dataset", help="built-in name (digits, mnist5k) or path to an image folder/CSV/npz")
+    add("--model", help="embedding network: mlp or cnn")
+    add("--embedding-dim", type=int, help="embedding size")
+    add("--normalize", action=argparse.BooleanOptionalAction, help="L2-normalise embeddings")
+    add("--loss", help="registered batch loss, e.g. triplet, contrastive, lifted_structure")
+    add(
+        "--loss-param",
+        dest="loss_params",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a loss parameter, repeatable (e.g. --loss-param margin=0.2)",
+    )
+    add("--miner", help="triplet mining: all, hard or semihard (for losses with a mining option)")
+    add("--p", "-P", dest="p", type=int, help="classes per batch")
+    add("--k", "-K", dest="k", type=int, help="samples per class in a batch")
+    add("--batches-per-epoch", type=int, help="P×K batches per epoch")
+    add("--optimizer", help="adam, adamw or sgd")
+    add("--lr", type=float, help="learning rate")
+    add("--weight-decay", type=float, help="weight decay")
+    add("--epochs", type=int, help="number of epochs")
+    add("--seed", type=int, help="random seed (data split, initialisation, batches)")
+    add("--device", help="cpu, cuda or auto")
+    add("--protocol", help="holdout (same classes) or zero_shot (unseen test classes)")
+    add("--test-size", type=_number, help="test fraction in (0, 1) or number of test samples")
+    add("--eval-every", type=int, help="evaluate on the test split every N epochs (0: at the end)")
+    add("--output", "-o", help="run directory")
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config options given on the command line."""
+    from ..training.config import field_names
+
+    values = {k: v for k, v in vars(args).items() if k in field_names()}
+    if "loss_params" in values:
+        values["loss_params"] = parse_loss_params(values["loss_params"])
+    return values
+
+
+def parse_loss_params(items: list[str]) -> dict[str, Any]:
+    """``["margin=0.2", "soft=true"]`` → ``{"margin": 0.2, "soft": True}`` (YAML scalars)."""
+    params = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--loss-param must look like NAME=VALUE, got {item!r}")
+        try:
+            params[name.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            params[name.strip()] = text
+    return params
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import TrainConfig, Trainer, read_config_file
+    from ..training.config import read_config_json
+
+    start = time.perf_counter()
+    flags = flag_overrides(args)
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        if "output" in flags and Path(flags["output"]) != Path(resume):
+            raise UsageError("--output and --resume name different run directories")
+        base = TrainConfig.from_dict(read_config_json(Path(resume) / "config.json"))
+        flags["output"] = resume
+    else:
+        base = TrainConfig()
+    if "config" in args:
+        base = base.merged(read_config_file(args.config))
+    config = base.merged(flags)
+    trainer = Trainer(config, progress=not getattr(args, "quiet", False))
+    results = trainer.run(resume=resume is not None)
+    print_results(trainer.run_dir, results, time.perf_counter() - start)
+    return 0
+
+
+def print_results(run_dir: Path, results: Mapping[str, Any], elapsed: float) -> None:
+    from ..training import format_results_table
+
+    print(format_results_table(results))
+    print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
+    print(f"elapsed: {elapsed:.1f} s")
+
+
+def _number(text: str) -> float | int:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
