@@ -271,6 +271,14 @@ def test_resume_continues_bitwise_like_an_uninterrupted_run(tmp_path):
     ).epochs == 3
 
 
+def test_resume_removes_temporaries_of_a_save_killed_midway(tmp_path):
+    mk.Trainer(small(tmp_path, epochs=1), progress=False).fit()
+    torn = tmp_path / "run" / "checkpoints" / ".last.pt.x1y2z3.tmp"
+    torn.write_bytes(b"half")
+    mk.Trainer(small(tmp_path, epochs=2), progress=False).fit(resume=True)
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["init.pt", "last.pt"]
+
+
 def test_resume_with_other_config_is_refused_and_writes_nothing(tmp_path):
     mk.Trainer(small(tmp_path, epochs=1), progress=False).fit()
     before = snapshot(tmp_path / "run")

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import torch
 
 FORMAT = "metrickit-checkpoint-v1"
+_TMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(ValueError):
@@ -33,7 +34,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -51,6 +52,14 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Replace the text file ``path`` atomically (same temp-file + ``os.replace`` scheme)."""
     _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files a writer killed mid-save left in ``directory``; return them."""
+    stale = sorted(Path(directory).glob(f".*{_TMP_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

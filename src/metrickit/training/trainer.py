@@ -30,6 +30,7 @@ from .checkpoint import (
     CheckpointError,
     atomic_write_text,
     load_checkpoint,
+    remove_stale_temporaries,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -227,6 +228,8 @@ class Trainer:
         saved = TrainConfig.from_dict(read_config_json(run_dir / CONFIG_FILE))
         self._check_same_run(saved, f"{run_dir / CONFIG_FILE}")
         self.restore(require_checkpoint=False)
+        for directory in (run_dir, run_dir / LAST.parent):
+            remove_stale_temporaries(directory)
         if saved.epochs != cfg.epochs:
             atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
 
