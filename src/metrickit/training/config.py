@@ -35,7 +35,9 @@ class TrainConfig:
 
     Defaults: digits data, MLP with 64-D L2-normalised embeddings, triplet loss with its own
     defaults (``miner=None`` keeps the loss's ``mining``), P×K = 8×4 batches, Adam at 1e-3,
-    10 epochs, seed 0, 80/20 hold-out split, evaluation once at the end (``eval_every=0``).
+    10 epochs, seed 0, hold-out split with the protocol's default test size (``test_size=None``:
+    20% of the samples for "holdout", half of the classes for "zero_shot"), evaluation once at
+    the end (``eval_every=0``).
     """
 
     dataset: str = "digits"
@@ -55,7 +57,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     protocol: str = "holdout"
-    test_size: float = 0.2
+    test_size: float | int | None = None
     eval_every: int = 0
     output: str = "runs/train"
 
@@ -94,7 +96,7 @@ class TrainConfig:
         size = self.test_size
         valid_fraction = isinstance(size, float) and 0 < size < 1
         valid_count = isinstance(size, int) and not isinstance(size, bool) and size >= 1
-        if not (valid_fraction or valid_count):
+        if size is not None and not (valid_fraction or valid_count):
             raise ValueError(
                 f"test_size must be a fraction in (0, 1) or a number of samples >= 1, got {size!r}"
             )
