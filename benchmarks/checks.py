@@ -11,6 +11,9 @@ from .cases import EVAL_TASK, IMPLS, LOSS_TASKS
 
 VALUE_RTOL = 1e-4  # float32 loss values
 GRAD_RTOL = 1e-3  # ‖g − g_ref‖ / ‖g_ref‖
+# Hard and semi-hard mining select one negative per anchor or pair: at a float32 near-tie two
+# implementations may pick different negatives, which changes those rows' gradients only.
+FLIP_ROWS = 0.01  # share of embedding rows whose gradient may differ for that reason
 METRIC_ATOL = 1e-6  # retrieval metrics
 COUNT_RTOL = 1e-5  # mined-triplet counts: d(a,n) < d(a,p) + m vs d(a,n) − d(a,p) ≤ m rounding
 
@@ -29,8 +32,14 @@ def _compare(task: str, res: dict[str, Any], ref: dict[str, Any]) -> tuple[bool,
         value_err = abs(v - r) / max(abs(r), 1e-12)
         g, gr = torch.load(res["grad_path"]), torch.load(ref["grad_path"])
         grad_err = float((g - gr).norm() / gr.norm().clamp_min(1e-30))
-        ok = value_err <= VALUE_RTOL and grad_err <= GRAD_RTOL
-        return ok, f"value rel. err {value_err:.1e}, gradient rel. err {grad_err:.1e}"
+        detail = f"value rel. err {value_err:.1e}, gradient rel. err {grad_err:.1e}"
+        grad_ok = grad_err <= GRAD_RTOL
+        if not grad_ok and task != "batch_all":
+            row_err = (g - gr).norm(dim=1) / gr.norm(dim=1).clamp_min(1e-30)
+            flipped = int((row_err > GRAD_RTOL).sum())
+            grad_ok = flipped <= FLIP_ROWS * g.shape[0]
+            detail += f" from {flipped} of {g.shape[0]} rows (near-tie selections)"
+        return value_err <= VALUE_RTOL and grad_ok, detail
     if task == EVAL_TASK:
         diff = max(abs(res["value"][k] - ref["value"][k]) for k in ref["value"])
         return diff <= METRIC_ATOL, f"max abs. difference {diff:.1e}"

@@ -6,7 +6,7 @@ from collections import defaultdict
 from typing import Any
 
 from .cases import IMPL_NAMES, IMPLS, TASK_TITLES, TASKS
-from .checks import GRAD_RTOL, METRIC_ATOL, VALUE_RTOL
+from .checks import COUNT_RTOL, FLIP_ROWS, GRAD_RTOL, METRIC_ATOL, VALUE_RTOL
 from .plot import NAMES
 from .runner import gib
 
@@ -174,7 +174,9 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         _PEER_CONFIG,
         "Cells: time · peak memory; (n×) = that implementation ÷ metrickit (above 1: metrickit "
         f"is faster / smaller); ✓ / ✗ = same loss value (rel. ≤ {VALUE_RTOL:g}) and gradient "
-        f"(rel. ≤ {GRAD_RTOL:g}) as metrickit, same mined-triplet count, or retrieval metrics "
+        f"(rel. ≤ {GRAD_RTOL:g}; for hard / semi-hard mining, or differing on at most "
+        f"{FLIP_ROWS:.0%} of the rows, where a float32 near-tie picks another negative) as "
+        f"metrickit, mined-triplet counts within {COUNT_RTOL:g} (relative), or retrieval metrics "
         f"within {METRIC_ATOL:g}; ≠def = different definition, not compared.", "",
         "## Targets", "", *targets(results), "",
     ]

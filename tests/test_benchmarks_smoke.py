@@ -126,3 +126,18 @@ def test_end_to_end_report(tmp_path):
     assert "PRELIMINARY" in text and "skipped: would need ~" in text and "✓" in text
     assert (tmp_path / "p.png").stat().st_size > 0
     assert render(data["results"], data["meta"]) == text
+
+
+@pytest.mark.parametrize(("task", "expected"), [("semihard", True), ("batch_all", False)])
+def test_one_flipped_row_is_a_near_tie_only_for_selective_mining(task, expected, tmp_path):
+    g = torch.ones(200, 4, dtype=torch.float64)
+    flipped = g.clone()
+    flipped[7] = -5  # one row's gradient differs, as when another negative is selected
+    results = []
+    for name, grad in (("metrickit", g), ("st", flipped)):
+        path = str(tmp_path / f"{name}.pt")
+        torch.save(grad, path)
+        results.append({"task": task, "impl": name, "batch": 200, "k": 4, "dim": 4,
+                        "status": "ok", "value": 1.0, "grad_path": path})
+    check_values(results)
+    assert results[1]["check"]["ok"] is expected
