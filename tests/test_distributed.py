@@ -250,3 +250,36 @@ def test_sampler_bad_inputs():
         mkd.DistributedPKSampler(SAMPLER_LABELS, p=2, k=2, rank=0, world_size=0)
     with pytest.raises(ValueError, match="anchors must be one of"):
         mkd.DistributedLoss(mk.losses.BatchTripletLoss(), anchors="everything")
+
+
+# ------------------------------------------------------------------ metrickit train, 2 processes
+def test_two_process_train_completes_checkpoints_resumes_and_reports(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    flags = ["--dataset", "digits", "--model", "mlp", "--embedding-dim", "16", "-P", "3",
+             "-K", "4", "--batches-per-epoch", "3", "--device", "cpu", "--quiet"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+              "--nproc_per_node=2", "-m", "metrickit", "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def train(*argv):
+        done = subprocess.run([*launch, *argv], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    out = train(*flags, "--epochs", "1", "-o", str(run_dir))
+    assert out.count("elapsed:") == 1  # rank 0 alone reports
+    assert (run_dir / "checkpoints" / "last.pt").exists() and (run_dir / "report.html").exists()
+    first = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert first["epoch"] == 1
+    out = train("--resume", str(run_dir), "--epochs", "2", "--quiet")
+    assert out.count("elapsed:") == 1
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert last["epoch"] == 2 and len(last["history"]) == 2
+    assert last["history"][0] == first["history"][0]  # resumed, not retrained
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"trained", "untrained", "raw"} <= set(metrics)

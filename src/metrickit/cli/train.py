@@ -93,10 +93,12 @@ def parse_loss_params(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import distributed
     from ..training import TrainConfig, Trainer, read_config_file
     from ..training.config import read_config_json
 
     start = time.perf_counter()
+    distributed.init_from_env()  # under torchrun: one process per device, global-batch loss
     flags = flag_overrides(args)
     resume = getattr(args, "resume", None)
     if resume is not None:
@@ -111,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     config = base.merged(flags)
     trainer = Trainer(config, progress=not getattr(args, "quiet", False))
     results = trainer.run(resume=resume is not None)
-    print_results(trainer.run_dir, results, time.perf_counter() - start)
+    if distributed.is_main_process():
+        print_results(trainer.run_dir, results, time.perf_counter() - start)
     return 0
 
 

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from .. import distributed as mkd
 from ..data import LabelledData, load_dataset, split_dataset
 from ..evaluation import evaluate_embeddings
 from ..losses import get_loss
@@ -60,7 +62,7 @@ class Trainer:
         self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         cfg = self.config
         self.run_dir = Path(cfg.output)
-        self.progress = progress
+        self.progress = progress and mkd.is_main_process()
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
 
@@ -82,9 +84,16 @@ class Trainer:
         self.optimizer = _build_optimizer(
             cfg, [*self.model.parameters(), *self.loss_fn.parameters()]
         )
-        self.sampler = PKSampler(
+        # under torchrun: P classes per process, one global P·W×K batch per step (see
+        # docs/distributed.md); DDP averages exactly to the single-process gradient
+        sampler = mkd.DistributedPKSampler if mkd.is_distributed() else PKSampler
+        self.sampler = sampler(
             self.y_train, p=cfg.p, k=cfg.k, num_batches=cfg.batches_per_epoch, seed=cfg.seed
         )
+        self.train_model, self.train_loss = self.model, mkd.DistributedLoss(self.loss_fn)
+        if mkd.is_distributed():
+            ids = [self.device] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         self.history: list[dict[str, float]] = []
         self.step_losses: list[float] = []
         self.epoch = 0
@@ -107,7 +116,9 @@ class Trainer:
         """Train (or continue with ``resume=True``), evaluate, and write the run directory."""
         self.fit(resume=resume)
         results = self.evaluate()
-        outputs.write_run_outputs(self, results)
+        if mkd.is_main_process():
+            outputs.write_run_outputs(self, results)
+        mkd.barrier()
         return results
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
@@ -121,7 +132,9 @@ class Trainer:
                 row.update({f"test_{k}": v for k, v in metrics.items()})
             self.history.append(row)
             self.epoch = epoch + 1
-            self._save()
+            if mkd.is_main_process():
+                self._save()
+            mkd.barrier()
             if self.progress:
                 tqdm.write(_epoch_summary(row, cfg.epochs))
         return self.history
@@ -163,10 +176,11 @@ class Trainer:
         """One optimiser step; returns [loss, easy, semihard, hard, total] with one host sync."""
         x = self.x_train[batch].to(self.device, non_blocking=True)
         y = self.y_train[batch].to(self.device, non_blocking=True)
-        embeddings = self.model(x)
-        loss = self.loss_fn(embeddings, y)
+        embeddings = self.train_model(x)
+        loss = self.train_loss(embeddings, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        mkd.all_reduce_mean_([p.grad for p in self.loss_fn.parameters() if p.grad is not None])
         self.optimizer.step()
         stats = [loss.detach().float()]
         if self.difficulty_options is not None:
@@ -203,7 +217,11 @@ class Trainer:
         return torch.cat(parts)
 
     def _metrics(self, model: nn.Module) -> dict[str, float]:
-        return evaluate_embeddings(self.embed(self.x_test, model), self.y_test)
+        # under torchrun (called by every process): each embeds a shard, gathered once
+        rank, world = mkd.get_rank(), mkd.get_world_size()
+        n = self.x_test.shape[0]
+        shard = self.embed(self.x_test[n * rank // world : n * (rank + 1) // world], model)
+        return evaluate_embeddings(mkd.all_gather(shard.to(self.device)).cpu(), self.y_test)
 
     def _new_model(self) -> nn.Module:
         cfg = self.config
@@ -221,17 +239,22 @@ class Trainer:
                     f"output directory {str(run_dir)!r} is not empty; choose another output "
                     f"directory, or continue the run there with --resume {str(run_dir)!r}"
                 )
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_checkpoint({"model": self.initial_state}, run_dir / INITIAL)
-            atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
+            mkd.barrier()  # every process has checked before rank 0 writes
+            if mkd.is_main_process():
+                run_dir.mkdir(parents=True, exist_ok=True)
+                save_checkpoint({"model": self.initial_state}, run_dir / INITIAL)
+                atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
+            mkd.barrier()
             return
         saved = TrainConfig.from_dict(read_config_json(run_dir / CONFIG_FILE))
         self._check_same_run(saved, f"{run_dir / CONFIG_FILE}")
         self.restore(require_checkpoint=False)
-        for directory in (run_dir, run_dir / LAST.parent):
-            remove_stale_temporaries(directory)
-        if saved.epochs != cfg.epochs:
-            atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
+        mkd.barrier()
+        if mkd.is_main_process():
+            for directory in (run_dir, run_dir / LAST.parent):
+                remove_stale_temporaries(directory)
+            if saved.epochs != cfg.epochs:
+                atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
 
     def _check_same_run(self, saved: TrainConfig, source: str) -> None:
         diffs = self.config.differences(saved)
