@@ -71,7 +71,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     add("--loss", choices=LOSSES, default=d.loss, help=f"[{d.loss}]")
     add("--model", choices=("mf", "two-tower"), default="mf",
         help="matrix factorisation, or LightFM-style feature towers (MovieLens) [mf]")
-    add("--dim", type=int, default=32, help="embedding size [32]")
+    add("--dim", type=int, default=10, help="embedding size [10, LightFM's default]")
     add("--epochs", type=int, default=d.epochs, help=f"[{d.epochs}]")
     add("--batch-size", type=int, default=d.batch_size, help=f"[{d.batch_size}]")
     add("--lr", type=float, default=d.lr, help=f"learning rate [{d.lr}]")

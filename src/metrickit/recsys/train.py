@@ -44,13 +44,13 @@ _EULER_GAMMA = 0.5772156649015329
 
 @dataclass
 class FitConfig:
-    """Training settings; defaults follow LightFM where it has one (lr 0.05, Adagrad,
-    max_sampled 10, margin 1)."""
+    """Training settings. Adagrad, max_sampled 10 and margin 1 follow LightFM; batch 2048 with
+    lr 0.3 (the loss is a batch mean) was tuned on MovieLens-100K for speed to quality."""
 
     loss: str = "warp"
     epochs: int = 10
-    batch_size: int = 256
-    lr: float = 0.05
+    batch_size: int = 2048
+    lr: float = 0.3
     optimizer: str = "adagrad"
     l2: float = 0.0
     margin: float = 1.0
