@@ -147,6 +147,14 @@ def test_demo_trains_evaluates_and_replaces_only_its_own_runs(tmp_path, capsys, 
     assert "holds no metrickit run" in err and (other / "keep.txt").read_text() == "x"
 
 
+def test_demo_uses_only_idle_cpus(monkeypatch):
+    monkeypatch.setattr(demo.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(demo.os, "getloadavg", lambda: (2.2, 0.0, 0.0), raising=False)
+    assert demo._idle_cpus() == 2
+    monkeypatch.setattr(demo.os, "getloadavg", lambda: (9.0, 0.0, 0.0), raising=False)
+    assert demo._idle_cpus() == 1
+
+
 def test_demo_defaults_follow_the_spec():
     cfg = mk.TrainConfig.from_dict(demo.DEMO_CONFIG)
     assert (cfg.dataset, cfg.model, cfg.loss, cfg.miner, cfg.normalize) == (

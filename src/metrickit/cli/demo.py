@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from .train import print_results
 
     start = time.perf_counter()
-    torch.set_num_threads(_available_cpus())
+    torch.set_num_threads(_idle_cpus())
     config = TrainConfig.from_dict(
         {**DEMO_CONFIG, "epochs": args.epochs, "seed": args.seed, "device": args.device,
          "output": args.output}
@@ -76,8 +76,18 @@ def _clear_previous_run(run_dir: Path) -> None:
     shutil.rmtree(run_dir)
 
 
-def _available_cpus() -> int:
+def _idle_cpus() -> int:
+    """CPUs this process may use minus the current load (at least 1).
+
+    The demo's batches are small: extra intra-op threads gain little, and threads competing with
+    other busy processes for the same cores slow every step down many times over.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    try:
+        busy = round(os.getloadavg()[0])
+    except (AttributeError, OSError):  # no load average on this platform
+        busy = 0
+    return max(1, cpus - busy)
