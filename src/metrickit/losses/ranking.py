@@ -89,8 +89,8 @@ def bpr_loss(s_pos: Tensor, s_neg: Tensor, reduction: str = "mean") -> Tensor:
     return reduce(F.softplus(gap), reduction).to(out)
 
 
-def _harmonic(k: Tensor) -> Tensor:
-    """Φ(k) = Σ_{t=1..k} 1/t = ψ(k + 1) + γ (0 for k = 0)."""
+def warp_rank_weight(k: Tensor) -> Tensor:
+    """WARP's rank weight Φ(k) = Σ_{t=1..k} 1/t = ψ(k + 1) + γ (0 for k = 0), elementwise."""
     return torch.digamma(k + 1) + _EULER_GAMMA
 
 
@@ -112,7 +112,7 @@ def _warp_exact(s: Tensor, pos: Tensor, margin: float) -> Tensor:
     r = torch.searchsorted(keys.contiguous(), threshold.contiguous())
     violation = r * (margin - s) + prefix.gather(1, r)
     r = r.to(s.dtype)
-    return _harmonic(r) / r.clamp_min(1) * violation
+    return warp_rank_weight(r) / r.clamp_min(1) * violation
 
 
 def _warp_sampled(
@@ -132,7 +132,7 @@ def _warp_sampled(
     first = violates.to(torch.uint8).argmax(1)  # index of the first violator (0 if none)
     found = violates.any(1)
     r = torch.div(n_neg[q], first + 1, rounding_mode="floor").clamp_min(1).to(s.dtype)
-    term = _harmonic(r) * (margin - s_pos + sampled.gather(1, first[:, None]).squeeze(1))
+    term = warp_rank_weight(r) * (margin - s_pos + sampled.gather(1, first[:, None]).squeeze(1))
     return torch.where(found, term, torch.zeros_like(term))
 
 

@@ -33,13 +33,13 @@ from tqdm.auto import tqdm
 
 from .._validation import check_choice, check_nonnegative, check_positive_int
 from ..functional import bpr_loss, pairwise_hinge_loss
+from ..losses.ranking import warp_rank_weight as harmonic
 from .data import Interactions
 from .models import Recommender
 from .sampling import STRATEGIES, NegativeSampler
 
 LOSSES = ("warp", "bpr", "pairwise_hinge", "sampled_softmax")
 OPTIMIZERS = ("adagrad", "adam")
-_EULER_GAMMA = 0.5772156649015329
 
 
 @dataclass
@@ -78,11 +78,6 @@ class FitConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def harmonic(k: Tensor) -> Tensor:
-    """WARP's rank weight Φ(k) = Σ_{t=1..k} 1/t = ψ(k + 1) + γ (same Φ as ``warp_loss``)."""
-    return torch.digamma(k + 1) + _EULER_GAMMA
 
 
 def _dot(pu: Tensor, bu: Tensor, q: Tensor, b: Tensor) -> Tensor:
