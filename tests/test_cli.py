@@ -1,5 +1,6 @@
 """``metrickit train`` / ``evaluate`` / ``demo`` end to end (small "digits" runs on the CPU)."""
 
+import csv
 import json
 import os
 import signal
@@ -70,8 +71,12 @@ def test_train_then_evaluate_writes_and_rewrites_the_run(tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"raw", "untrained", "trained", "epochs_trained"} <= set(metrics)
     assert metrics["trained"]["map_at_r"] > metrics["untrained"]["map_at_r"]
-    history = (run / "history.csv").read_text().splitlines()
-    assert history[0] == "epoch,loss,easy,semihard,hard,time" and len(history) == 3
+    with open(run / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = ["epoch", "loss", "easy", "semihard", "hard", "time", "test_precision_at_1"]
+    assert list(rows[0])[:7] == columns
+    assert len(rows) == 2 and rows[0]["test_map_at_r"] == ""  # test metrics at the end only
+    assert float(rows[1]["test_map_at_r"]) == metrics["trained"]["map_at_r"]
     assert "<html" in (run / "report.html").read_text()
 
     (run / "metrics.json").write_text("{}")

@@ -122,12 +122,17 @@ class Trainer:
         return results
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
-        """Train up to ``config.epochs``, saving a checkpoint after every epoch."""
+        """Train up to ``config.epochs``, saving a checkpoint after every epoch.
+
+        The history row of the last epoch (and of every ``eval_every``-th) holds the trained
+        network's test metrics as ``test_<metric>``.
+        """
         self._prepare_run_dir(resume)
         cfg = self.config
         for epoch in range(self.epoch, cfg.epochs):
             row = self._train_epoch(epoch)
-            if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+            last = epoch + 1 == cfg.epochs
+            if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
                 metrics = self._metrics(self.model)
                 row.update({f"test_{k}": v for k, v in metrics.items()})
             self.history.append(row)
