@@ -1,4 +1,4 @@
-"""``metrickit demo``: a small CNN trained on MNIST-5k with batch-hard triplet loss, in ~1 minute.
+"""``metrickit demo``: a small CNN trained on MNIST-5k with batch-hard triplet loss, in about 30 s.
 
 Trains on 4,000 images, evaluates on 1,000 held-out ones (trained vs untrained network vs raw
 pixels), writes the run directory (default runs/demo, replaced if it holds an earlier run) with
@@ -36,7 +36,7 @@ DEMO_CONFIG = {
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="train and evaluate a small demo run", description=__doc__
+        "demo", help="train and evaluate a small demo run", description=__doc__.replace("``", "")
     )
     parser.add_argument("--output", "-o", default="runs/demo", help="run directory [runs/demo]")
     parser.add_argument("--epochs", type=int, default=DEMO_CONFIG["epochs"], help="epochs")

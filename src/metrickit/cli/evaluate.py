@@ -12,7 +12,7 @@ import time
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "evaluate", help="re-evaluate a saved run", description=__doc__
+        "evaluate", help="re-evaluate a saved run", description=__doc__.replace("``", "")
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by metrickit train")
     parser.add_argument("--device", help="cpu, cuda or auto (default: the run's device)")

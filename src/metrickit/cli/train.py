@@ -17,6 +17,11 @@ import yaml
 
 from . import UsageError
 
+_DESCRIPTION = (
+    "Train an embedding network on P×K batches, evaluate it on the test split and write a run "
+    "directory. Options: defaults, then --config FILE (YAML/TOML/JSON), then flags; --resume "
+    "RUN_DIR starts from that run's saved config and continues from its last checkpoint."
+)
 _HELP_EPILOG = "Example: metrickit train --dataset digits --loss triplet --miner hard --epochs 5"
 
 
@@ -24,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train an embedding network and evaluate it",
-        description=__doc__,
+        description=_DESCRIPTION,
         epilog=_HELP_EPILOG,
         argument_default=argparse.SUPPRESS,
     )
@@ -40,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig option; absent flags leave the option to the config/defaults."""
     add = parser.add_argument
-    add("--dataset", help="built-in name (digits, mnist5k) or path to an image folder/CSV/npz")
+    add("--dataset", help="built-in name (digits, mnist5k, flavia) or an image folder/CSV/npz")
     add("--model", help="embedding network: mlp or cnn")
     add("--embedding-dim", type=int, help="embedding size")
     add("--normalize", action=argparse.BooleanOptionalAction, help="L2-normalise embeddings")
