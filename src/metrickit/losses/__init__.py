@@ -5,7 +5,7 @@ batch-form loss by its registered name (see :func:`list_losses`).
 """
 
 from ._base import Loss
-from ._registry import get_loss, list_losses
+from ._registry import get_loss, get_loss_class, list_losses, resolve_loss_name
 from .contrastive import BatchContrastiveLoss, ContrastiveLoss
 from .cross_batch_memory import CrossBatchMemory
 from .lifted_structure import LiftedStructureLoss
@@ -19,6 +19,8 @@ from .triplet_center import TripletCenterLoss
 __all__ = [
     "Loss",
     "get_loss",
+    "get_loss_class",
+    "resolve_loss_name",
     "list_losses",
     "ContrastiveLoss",
     "BatchContrastiveLoss",

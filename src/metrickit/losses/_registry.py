@@ -36,9 +36,19 @@ def list_losses() -> list[str]:
     return sorted(LOSSES)
 
 
-def get_loss(name: str, **kwargs: object) -> nn.Module:
-    """Instantiate a registered batch-form loss by name or alias with its keyword parameters."""
+def resolve_loss_name(name: str) -> str:
+    """The registered name behind ``name`` (itself or an alias); unknown names raise ValueError."""
     key = ALIASES.get(name, name)
     if key not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(list_losses())}")
-    return LOSSES[key](**kwargs)
+    return key
+
+
+def get_loss_class(name: str) -> type[nn.Module]:
+    """The class of a registered batch-form loss, by name or alias."""
+    return LOSSES[resolve_loss_name(name)]
+
+
+def get_loss(name: str, **kwargs: object) -> nn.Module:
+    """Instantiate a registered batch-form loss by name or alias with its keyword parameters."""
+    return get_loss_class(name)(**kwargs)

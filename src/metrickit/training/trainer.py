@@ -22,8 +22,7 @@ from tqdm.auto import tqdm
 from .. import distributed as mkd
 from ..data import LabelledData, load_dataset, split_dataset
 from ..evaluation import evaluate_embeddings
-from ..losses import get_loss
-from ..losses._registry import ALIASES, LOSSES
+from ..losses import get_loss, get_loss_class, list_losses, resolve_loss_name
 from ..miners import triplet_difficulty
 from ..models import build_model
 from ..samplers import PKSampler
@@ -333,15 +332,16 @@ def build_loss(
     ``num_classes`` and ``embedding_dim`` are filled in for losses that take them (class centres,
     proxies) unless given in ``params``.
     """
-    key = _loss_key(name)
-    if key not in LOSSES:
-        get_loss(name)  # raises the registry's "unknown loss" error listing the valid names
-    accepted = inspect.signature(LOSSES[key]).parameters
+    key = resolve_loss_name(name)
+    accepted = inspect.signature(get_loss_class(key)).parameters
     params = dict(params)
     if miner is not None:
         if "mining" not in accepted:
-            with_mining = [n for n, c in sorted(LOSSES.items())
-                           if "mining" in inspect.signature(c).parameters]
+            with_mining = [
+                n
+                for n in list_losses()
+                if "mining" in inspect.signature(get_loss_class(n)).parameters
+            ]
             raise ValueError(
                 f"incompatible loss and miner: loss {name!r} takes no miner (got miner "
                 f"{miner!r}); miners apply to: {', '.join(with_mining) or 'no registered loss'}"
@@ -378,13 +378,9 @@ def _epoch_summary(row: Mapping[str, float], epochs: int) -> str:
     return text + f"  ({row['time']:.1f} s)"
 
 
-def _loss_key(name: str) -> str:
-    return ALIASES.get(name, name)
-
-
 def _difficulty_options(name: str, loss_fn: nn.Module) -> dict[str, Any] | None:
     """``triplet_difficulty`` options matching a triplet loss's margin and distance, else None."""
-    if not _loss_key(name).startswith("triplet"):
+    if not resolve_loss_name(name).startswith("triplet"):
         return None
     options = {"margin": float(getattr(loss_fn, "margin", 0.2))}
     distance = getattr(loss_fn, "distance", "euclidean")
