@@ -85,7 +85,7 @@ IMPLS: dict[tuple[str, str], Impl] = {
              "pytorch_metric_learning", peers.pml_semihard, peers.pml_all_triplets_bytes, None,
              _PML_SEMIHARD_NOTE),
         Impl("semihard", "st", "BatchSemiHardTripletLoss", "sentence_transformers",
-             peers.st_semihard, peers.dense_pairs_bytes, "semihard"),
+             peers.st_semihard, peers.st_semihard_bytes, "semihard"),
         Impl("semihard", "torch", "dense B³ cube", "torch", _naive(naive.semihard),
              peers.naive_cube_bytes, "semihard"),
         Impl("miner_hard", "metrickit", "miners.batch_hard_triplets", "metrickit",

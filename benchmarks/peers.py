@@ -148,6 +148,12 @@ def dense_pairs_bytes(b: int, k: int) -> float:
     return 12 * 4 * b * b
 
 
+def st_semihard_bytes(b: int, k: int) -> float:
+    """Sort, searchsorted positions (int64), gathers and their gradients over B×B: about 80
+    bytes per pair (4.5 GiB measured at B=8192)."""
+    return 80 * b * b
+
+
 def naive_cube_bytes(b: int, k: int) -> float:
     """Five B³ float32 cubes and two boolean ones (difference, hinge, product, gradients)."""
     return 22 * b**3
