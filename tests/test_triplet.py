@@ -274,3 +274,38 @@ def test_bad_inputs_name_the_argument():
         mk.F.triplet_loss_from_distances(d, ok.long(), ok)
     with pytest.raises(ValueError, match="neg_mask must be a bool tensor of the shape"):
         mk.F.triplet_loss_from_distances(d, ok, ok[:, :4])
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("grid", [False, True])
+def test_packed_batch_all_equals_the_sorted_path(seed, grid):
+    # CPU uses the packed counting path; accelerators use the sorted-row path: both exact.
+    from metrickit.distances import pairwise_distance
+    from metrickit.losses.triplet import _batch_all, _batch_all_total
+    from metrickit.masks import pair_masks
+    from metrickit.miners import count_triplets
+
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 5, (40,), generator=g)
+    x = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    if grid:
+        x = x.round()  # exact distance ties
+    x.requires_grad_(True)
+    dist = pairwise_distance(x)
+    pos, neg = pair_masks(labels)
+    terms, count = _batch_all(dist, pos, neg, 0.5, soft=False)
+    total, count2 = _batch_all_total(dist, pos, neg, 0.5)
+    assert int(count) == int(count2)
+    torch.testing.assert_close(total, terms.sum(), rtol=1e-12, atol=1e-12)
+    (g1,) = torch.autograd.grad(terms.sum(), x, retain_graph=True)
+    (g2,) = torch.autograd.grad(total, x)
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-12)
+    packed = count_triplets(dist, pos, neg, 0.5)
+    # the sorted path, as run on accelerators
+    from metrickit.miners import count_below, sort_rows
+
+    rows = sort_rows(dist, neg)
+    hard = torch.where(pos, count_below(rows, dist), 0).sum()
+    violating = torch.where(pos, count_below(rows, dist + 0.5), 0).sum()
+    assert int(packed["hard"]) == int(hard)
+    assert int(packed["hard"] + packed["semihard"]) == int(violating)

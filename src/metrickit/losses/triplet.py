@@ -31,7 +31,7 @@ from .._validation import (
 )
 from ..distances import DISTANCES, pairwise_distance, rowwise_distance
 from ..masks import pair_masks
-from ..miners import count_below, semihard_positions, sort_rows
+from ..miners import count_below, semihard_positions, sort_rows, threshold_counts
 from ._base import Loss
 from ._registry import register_loss
 
@@ -139,6 +139,24 @@ def _batch_all(
     return torch.where(pos, total, 0.0), torch.where(pos, c, 0).sum()
 
 
+def _batch_all_total(
+    dist: Tensor, pos: Tensor, neg: Tensor, margin: float
+) -> tuple[Tensor, Tensor]:
+    """Sum of all hinge batch-all terms and the number of triplets with a loss > 0.
+
+    The sum is linear in the distances with piecewise-constant coefficients:
+    Σ_(a,p) c_ap·(d_ap + m) − Σ_(a,n) e_an·d_an, with c_ap the negatives inside the margin of
+    (a, p) and e_an the positives whose margin n violates (see
+    :func:`~metrickit.miners.threshold_counts`), so value and gradient are exact without sorting
+    or gathering B×M tensors through autograd.
+    """
+    counts = threshold_counts(dist, pos, neg, margin)
+    below = torch.where(counts.valid, counts.below, 0)
+    d_ap = dist.gather(1, counts.slot)
+    positive_part = (below.to(dist.dtype) * (d_ap + margin)).sum()
+    return positive_part - (counts.above.to(dist.dtype) * dist).sum(), below.sum()
+
+
 def _batch_semihard(
     dist: Tensor, pos: Tensor, neg: Tensor, margin: float, soft: bool
 ) -> tuple[Tensor, Tensor]:
@@ -192,6 +210,9 @@ def triplet_loss_from_distances(
     check_choice(mining, "mining", MINING)
     check_reduction(reduction)
     d = dist.to(compute_dtype(dist))
+    if mining == "all" and not soft and reduction != "none" and d.device.type == "cpu":
+        total, count = _batch_all_total(d, pos_mask, neg_mask, margin)
+        return (total if reduction == "sum" else total / count.clamp_min(1)).to(dist.dtype)
     if mining == "all":
         terms, count = _batch_all(d, pos_mask, neg_mask, margin, soft)
         selected = pos_mask & neg_mask.any(1, keepdim=True)
