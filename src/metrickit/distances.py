@@ -28,16 +28,34 @@ DISTANCES = ("euclidean", "squared_euclidean", "cosine", "dot")
 _COSINE_EPS = 1e-12
 
 
+class _SafeSqrt(torch.autograd.Function):
+    """sqrt(max(sq, 0)) whose derivative is 0 wherever the result is 0 (or NaN)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, sq: Tensor) -> Tensor:
+        d = sq.clamp_min(0).sqrt_()
+        ctx.save_for_backward(d)
+        return d
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        (d,) = ctx.saved_tensors
+        flat = (d > 0).logical_not_()
+        if torch.is_grad_enabled():  # create_graph=True: out-of-place, differentiable ops
+            return (grad / (2 * d)).masked_fill(flat, 0)
+        out = d * 2
+        return torch.div(grad, out, out=out).masked_fill_(flat, 0)
+
+
 def safe_sqrt(sq: Tensor) -> Tensor:
     """sqrt with a finite (zero) gradient where the argument is 0.
 
     ``torch.sqrt`` has an infinite derivative at 0, which turns into NaN when a pair of identical
-    embeddings is multiplied by a zero upstream gradient. Here the derivative at exactly 0 is 0.
+    embeddings is multiplied by a zero upstream gradient. Here the argument is clamped at 0 and
+    the derivative wherever the result is 0 is 0 (elsewhere it is sqrt's, 1 / (2 sqrt(sq))).
+    Twice differentiable away from 0.
     """
-    sq = sq.clamp_min(0)
-    zero = sq == 0
-    root = torch.sqrt(torch.where(zero, torch.ones_like(sq), sq))
-    return torch.where(zero, torch.zeros_like(sq), root)
+    return _SafeSqrt.apply(sq)
 
 
 def _upcast(x: Tensor) -> Tensor:
@@ -47,40 +65,60 @@ def _upcast(x: Tensor) -> Tensor:
 def pairwise_distance(x: Tensor, y: Tensor | None = None, distance: str = "euclidean") -> Tensor:
     """[N, M] matrix of distances between the rows of ``x`` [N, D] and of ``y`` [M, D].
 
-    With ``y=None`` the distances within ``x`` are returned and the diagonal is exactly 0.
+    With ``y=None`` the distances within ``x`` are returned and the diagonal is exactly 0
+    (except for ``"dot"``, whose self-distance is −‖x‖²).
     Euclidean distances use the Gram-matrix expansion (one matrix product), clamped at 0.
     """
     check_choice(distance, "distance", DISTANCES)
-    check_embeddings(x, "x")
-    same = y is None
+    x, y = _checked_pair(x, y)
+    a, a_sq = _rows(x, distance)
     if y is None:
-        y = x
-    else:
-        check_embeddings(y, "y")
-        if y.shape[1] != x.shape[1]:
-            raise ValueError(
-                f"x and y must have the same embedding size, got {x.shape[1]} and {y.shape[1]}"
-            )
-    x, y = _upcast(x), _upcast(y)
+        return _block(a, a_sq, a, a_sq, distance, None if distance == "dot" else 0)
+    b, b_sq = _rows(y, distance)
+    return _block(a, a_sq, b, b_sq, distance, None)
+
+
+def _checked_pair(x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Validated ``x`` and ``y`` (same width), upcast to at least float32."""
+    check_embeddings(x, "x")
+    if y is None:
+        return _upcast(x), None
+    check_embeddings(y, "y")
+    if y.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"x and y must have the same embedding size, got {x.shape[1]} and {y.shape[1]}"
+        )
+    return _upcast(x), _upcast(y)
+
+
+def _rows(x: Tensor, distance: str) -> tuple[Tensor, Tensor | None]:
+    """Per-row part of a distance: unit rows for cosine, squared norms for the Euclidean ones."""
     if distance == "cosine":
-        xn = x / x.norm(dim=1, keepdim=True).clamp_min(_COSINE_EPS)
-        yn = xn if same else y / y.norm(dim=1, keepdim=True).clamp_min(_COSINE_EPS)
-        d = 1 - xn @ yn.T
+        return x / x.norm(dim=1, keepdim=True).clamp_min(_COSINE_EPS), None
+    if distance == "dot":
+        return x, None
+    return x, (x * x).sum(1)
+
+
+def _block(
+    a: Tensor, a_sq: Tensor | None, b: Tensor, b_sq: Tensor | None, distance: str, diag: int | None
+) -> Tensor:
+    """Distances between rows of ``a`` and ``b`` (prepared by :func:`_rows`); the diagonal at
+    offset ``diag`` is set to exactly 0 (before the square root, so its gradient is 0)."""
+    # Every [N, M] intermediate below is fresh, so the in-place ops are autograd-safe; they are
+    # bit-identical to the out-of-place expressions x² + y² − 2 x·y, 1 − x̂·ŷ and −x·y.
+    if distance == "cosine":
+        d = (a @ b.T).neg_().add_(1)
     elif distance == "dot":
-        return -(x @ y.T)
+        d = (a @ b.T).neg_()
     else:
-        x2 = (x * x).sum(1)
-        y2 = x2 if same else (y * y).sum(1)
-        d = (x2[:, None] + y2[None, :] - 2 * (x @ y.T)).clamp_min(0)
-        if same:
-            d = _zero_diagonal(d)
-        return safe_sqrt(d) if distance == "euclidean" else d
-    return _zero_diagonal(d) if same else d
-
-
-def _zero_diagonal(d: Tensor) -> Tensor:
-    eye = torch.eye(d.shape[0], dtype=torch.bool, device=d.device)
-    return d.masked_fill(eye, 0)
+        assert a_sq is not None and b_sq is not None
+        d = (a_sq[:, None] + b_sq[None, :]).sub_(a @ b.T, alpha=2)
+        if distance == "squared_euclidean":
+            d.clamp_min_(0)
+    if diag is not None:
+        d.diagonal(diag).zero_()
+    return safe_sqrt(d) if distance == "euclidean" else d
 
 
 def rowwise_distance(x: Tensor, y: Tensor, distance: str = "euclidean") -> Tensor:
@@ -107,15 +145,16 @@ def chunked_pairwise(
     chunk_size: int = 4096,
 ) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(start, block)`` with block = distances of rows ``x[start:start+chunk_size]`` to
-    all of ``y`` (or of ``x``), so an N×M matrix never exists in memory at once."""
+    all of ``y`` (or of ``x``), so an N×M matrix never exists in memory at once.
+
+    With ``y=None`` each row's distance to itself is exactly 0, for every distance."""
     check_positive_int(chunk_size, "chunk_size")
-    other = x if y is None else y
+    check_choice(distance, "distance", DISTANCES)
+    x, y = _checked_pair(x, y)
+    b, b_sq = _rows(x if y is None else y, distance)
     for start in range(0, x.shape[0], chunk_size):
-        block = pairwise_distance(x[start : start + chunk_size], other, distance)
-        if y is None:
-            rows = torch.arange(block.shape[0], device=block.device)
-            block[rows, rows + start] = 0
-        yield start, block
+        a, a_sq = _rows(x[start : start + chunk_size], distance)
+        yield start, _block(a, a_sq, b, b_sq, distance, start if y is None else None)
 
 
 def get_distance(name: str) -> Callable[[Tensor, Tensor | None], Tensor]:
