@@ -41,8 +41,8 @@ class _SafeSqrt(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
         (d,) = ctx.saved_tensors
         flat = (d > 0).logical_not_()
-        if torch.is_grad_enabled():  # create_graph=True: out-of-place, differentiable ops
-            return (grad / (2 * d)).masked_fill(flat, 0)
+        if torch.is_grad_enabled():  # create_graph=True: differentiable, no 0 · inf anywhere
+            return (grad / (2 * d.masked_fill(flat, 1))).masked_fill(flat, 0)
         out = d * 2
         return torch.div(grad, out, out=out).masked_fill_(flat, 0)
 
@@ -151,9 +151,11 @@ def chunked_pairwise(
     check_positive_int(chunk_size, "chunk_size")
     check_choice(distance, "distance", DISTANCES)
     x, y = _checked_pair(x, y)
-    b, b_sq = _rows(x if y is None else y, distance)
+    other = x if y is None else y
     for start in range(0, x.shape[0], chunk_size):
+        # the cheap per-row part of `other` is redone per block: each block is its own graph
         a, a_sq = _rows(x[start : start + chunk_size], distance)
+        b, b_sq = _rows(other, distance)
         yield start, _block(a, a_sq, b, b_sq, distance, start if y is None else None)
 
 
