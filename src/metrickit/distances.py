@@ -28,6 +28,17 @@ DISTANCES = ("euclidean", "squared_euclidean", "cosine", "dot")
 _COSINE_EPS = 1e-12
 
 
+def resolve_distance(distance: str, squared: bool = False) -> str:
+    """The distance name a loss with a ``squared=`` flag computes: ``squared=True`` turns
+    ``"euclidean"`` into ``"squared_euclidean"`` and is refused for any other distance."""
+    check_choice(distance, "distance", DISTANCES)
+    if not squared:
+        return distance
+    if distance != "euclidean":
+        raise ValueError(f"squared=True needs distance='euclidean', got {distance!r}")
+    return "squared_euclidean"
+
+
 class _SafeSqrt(torch.autograd.Function):
     """sqrt(max(sq, 0)) whose derivative is 0 wherever the result is 0 (or NaN)."""
 

@@ -32,7 +32,7 @@ from ._validation import (
     check_positive_int,
     check_tensor,
 )
-from .distances import DISTANCES, chunked_pairwise, pairwise_distance
+from .distances import DISTANCES, chunked_pairwise, pairwise_distance, resolve_distance
 from .masks import pair_masks
 
 STRATEGIES = ("semihard", "hard")
@@ -230,11 +230,7 @@ def triplet_difficulty(
     squared Euclidean distance (only with ``distance="euclidean"``).
     """
     margin = check_nonnegative(margin, "margin")
-    if squared:
-        if distance != "euclidean":
-            raise ValueError(f"squared=True needs distance='euclidean', got {distance!r}")
-        distance = "squared_euclidean"
-    dist, pos, neg = _batch(embeddings, labels, distance)
+    dist, pos, neg = _batch(embeddings, labels, resolve_distance(distance, squared))
     return count_triplets(dist, pos, neg, margin)
 
 

@@ -22,12 +22,12 @@ from .._validation import (
     compute_dtype,
     reduce,
 )
-from ..distances import pairwise_distance
+from ..distances import pairwise_distance, resolve_distance
 from ..masks import pair_masks
 from .contrastive import BatchContrastiveLoss, _contrastive_term
 from .lifted_structure import LiftedStructureLoss, lifted_structure_from_distances
 from .quadruplet import BatchQuadrupletLoss, quadruplet_from_distances
-from .triplet import BatchTripletLoss, _distance_name, triplet_loss_from_distances
+from .triplet import BatchTripletLoss, triplet_loss_from_distances
 
 REFERENCE_LOSSES = (
     BatchTripletLoss, BatchContrastiveLoss, LiftedStructureLoss, BatchQuadrupletLoss
@@ -106,7 +106,7 @@ def reference_set_loss(
     pos = pos & (cols[None, :] != own[:, None])
     after = cols[None, :] > own[:, None]  # unordered pairs: each once
     if isinstance(loss, BatchTripletLoss):
-        distance = _distance_name(loss.distance, loss.squared)
+        distance = resolve_distance(loss.distance, loss.squared)
         dist = pairwise_distance(embeddings, references, distance)
         out = triplet_loss_from_distances(
             dist, pos, neg, loss.margin, loss.mining, loss.soft, loss.reduction

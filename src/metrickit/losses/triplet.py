@@ -29,7 +29,7 @@ from .._validation import (
     compute_dtype,
     reduce,
 )
-from ..distances import DISTANCES, pairwise_distance, rowwise_distance
+from ..distances import pairwise_distance, resolve_distance, rowwise_distance
 from ..masks import pair_masks
 from ..miners import count_below, semihard_positions, sort_rows, threshold_counts
 from ._base import Loss
@@ -38,15 +38,6 @@ from ._registry import register_loss
 MINING = ("all", "hard", "semihard")
 # Elements of one [chunk, k, M] block of soft-margin batch-all terms (32 MiB in float32).
 _SOFT_BLOCK_ELEMENTS = 1 << 23
-
-
-def _distance_name(distance: str, squared: bool) -> str:
-    check_choice(distance, "distance", DISTANCES)
-    if squared:
-        if distance != "euclidean":
-            raise ValueError(f"squared=True needs distance='euclidean', got {distance!r}")
-        return "squared_euclidean"
-    return distance
 
 
 def _hinge(x: Tensor, soft: bool) -> Tensor:
@@ -88,7 +79,7 @@ def triplet_margin_loss(
     check_same_shape({"anchor": anchor, "positive": positive, "negative": negative})
     margin = check_nonnegative(margin, "margin")
     check_reduction(reduction)
-    distance = _distance_name(distance, squared)
+    distance = resolve_distance(distance, squared)
     d_ap = rowwise_distance(anchor, positive, distance)
     d_an = rowwise_distance(anchor, negative, distance)
     term = _hinge(d_ap - d_an + (0.0 if soft else margin), soft)
@@ -272,7 +263,7 @@ def batch_triplet_loss(
     margin = check_nonnegative(margin, "margin")
     check_choice(mining, "mining", MINING)
     check_reduction(reduction)
-    dist = pairwise_distance(embeddings, distance=_distance_name(distance, squared))
+    dist = pairwise_distance(embeddings, distance=resolve_distance(distance, squared))
     pos, neg = pair_masks(labels)
     loss = triplet_loss_from_distances(dist, pos, neg, margin, mining, soft, reduction)
     return loss.to(embeddings.dtype)
@@ -291,7 +282,7 @@ class TripletMarginLoss(Loss):
     ) -> None:
         super().__init__(reduction)
         self.margin = check_nonnegative(margin, "margin")
-        _distance_name(distance, squared)  # validates the combination
+        resolve_distance(distance, squared)  # validates the combination
         self.distance = distance
         self.squared, self.soft = squared, soft
 
@@ -318,7 +309,7 @@ class BatchTripletLoss(Loss):
         super().__init__(reduction)
         self.margin = check_nonnegative(margin, "margin")
         self.mining = check_choice(mining, "mining", MINING)
-        _distance_name(distance, squared)  # validates the combination
+        resolve_distance(distance, squared)  # validates the combination
         self.distance = distance
         self.squared, self.soft = squared, soft
 
