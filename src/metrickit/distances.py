@@ -102,10 +102,15 @@ def _checked_pair(x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
     return _upcast(x), _upcast(y)
 
 
+def unit_rows(x: Tensor) -> Tensor:
+    """Rows of ``x`` scaled to unit norm (a zero row stays zero), as the cosine distance uses."""
+    return x / x.norm(dim=1, keepdim=True).clamp_min(_COSINE_EPS)
+
+
 def _rows(x: Tensor, distance: str) -> tuple[Tensor, Tensor | None]:
     """Per-row part of a distance: unit rows for cosine, squared norms for the Euclidean ones."""
     if distance == "cosine":
-        return x / x.norm(dim=1, keepdim=True).clamp_min(_COSINE_EPS), None
+        return unit_rows(x), None
     if distance == "dot":
         return x, None
     return x, (x * x).sum(1)
@@ -140,9 +145,7 @@ def rowwise_distance(x: Tensor, y: Tensor, distance: str = "euclidean") -> Tenso
     check_choice(distance, "distance", DISTANCES)
     x, y = _upcast(x), _upcast(y)
     if distance == "cosine":
-        xn = x / x.norm(dim=1, keepdim=True).clamp_min(_COSINE_EPS)
-        yn = y / y.norm(dim=1, keepdim=True).clamp_min(_COSINE_EPS)
-        return 1 - (xn * yn).sum(1)
+        return 1 - (unit_rows(x) * unit_rows(y)).sum(1)
     if distance == "dot":
         return -(x * y).sum(1)
     sq = ((x - y) ** 2).sum(1)

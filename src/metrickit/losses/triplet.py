@@ -2,12 +2,16 @@
 
 Also known as: triplet ranking loss, margin ranking loss (seed 003).
 
-The batch form never enumerates triplets. Batch all sorts each anchor's negative distances once
-and, for every positive, counts the negatives inside the margin and sums their distances with
-``searchsorted`` plus prefix sums: O(B² log B) time and O(B²) memory, exact values and
-gradients. Only soft-margin batch all (softplus has no threshold) forms its (a, p, n) terms, a
-chunk of anchors at a time, recomputed in the backward pass (bounded memory); it costs one host
-sync (the largest number of positives per anchor).
+The batch form never enumerates triplets. On CPU, hinge batch all ("mean"/"sum") goes straight
+from the embeddings through :mod:`._batch_all`: each block of distance rows is compared with its
+anchors' thresholds d(a, p) + m, and the loss is written with the resulting exact counts as
+coefficients (O(B²·k) or O(B² log k) time for k positives per anchor, one B×B matrix of memory,
+closed-form gradient). Elsewhere, and over a precomputed distance matrix, batch all sorts each
+anchor's negative distances once and, for every positive, counts the negatives inside the margin
+and sums their distances with ``searchsorted`` plus prefix sums: O(B² log B) time and O(B²)
+memory, exact values and gradients. Only soft-margin batch all (softplus has no threshold) forms
+its (a, p, n) terms, a chunk of anchors at a time, recomputed in the backward pass (bounded
+memory); it costs one host sync (the largest number of positives per anchor).
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from .._validation import (
     compute_dtype,
     reduce,
 )
-from ..distances import pairwise_distance, resolve_distance, rowwise_distance
+from ..distances import pairwise_distance, resolve_distance, rowwise_distance, unit_rows
 from ..masks import pair_masks
 from ..miners import count_below, semihard_positions, sort_rows, threshold_counts
 from ._base import Loss
+from ._batch_all import batch_all_hinge_total
 from ._registry import register_loss
 
 MINING = ("all", "hard", "semihard")
@@ -263,7 +268,15 @@ def batch_triplet_loss(
     margin = check_nonnegative(margin, "margin")
     check_choice(mining, "mining", MINING)
     check_reduction(reduction)
-    dist = pairwise_distance(embeddings, distance=resolve_distance(distance, squared))
+    distance = resolve_distance(distance, squared)
+    if mining == "all" and not soft and reduction != "none" and embeddings.device.type == "cpu":
+        x = embeddings.to(compute_dtype(embeddings))
+        total, count = batch_all_hinge_total(
+            unit_rows(x) if distance == "cosine" else x, labels, margin, distance
+        )
+        loss = total if reduction == "sum" else total / count.clamp_min(1)
+        return loss.to(embeddings.dtype)
+    dist = pairwise_distance(embeddings, distance=distance)
     pos, neg = pair_masks(labels)
     loss = triplet_loss_from_distances(dist, pos, neg, margin, mining, soft, reduction)
     return loss.to(embeddings.dtype)
