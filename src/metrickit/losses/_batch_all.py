@@ -73,6 +73,23 @@ def _search_counts(d: Tensor, thr: Tensor) -> tuple[Tensor, Tensor]:
     return (k - at_most).to(torch.int32), c
 
 
+def _gradient_coefficients(
+    w: Tensor, d: Tensor, d_ap: Tensor, c: Tensor, pos: Tensor, ok: Tensor, distance: str
+) -> None:
+    """Turn ``w`` (holding e) into ∂L/∂d_ij · ∂d_ij/∂(x_i − x_j)-style coefficients in place:
+    W = c on positives, −e on negatives; divided by d (Euclidean, 0 where d = 0), doubled
+    (squared Euclidean) or as is (dot products)."""
+    if distance == "euclidean":
+        w.div_(d).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        c_coef = torch.where(d_ap > 0, c / d_ap, 0.0)
+    elif distance == "squared_euclidean":
+        w.mul_(2)
+        c_coef = 2.0 * c
+    else:
+        c_coef = c.to(w.dtype)
+    w.neg_().scatter_(1, pos, torch.where(ok, c_coef.to(w.dtype), 0.0))
+
+
 class _BatchAllHinge(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -86,7 +103,10 @@ class _BatchAllHinge(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         b, k = positives.shape
         sq = (x * x).sum(1) if distance in _EUCLIDEAN else None
-        coef = torch.empty(b, b, dtype=x.dtype, device=x.device)  # W / d, or W (every row set)
+        # W / d or W (every row is set); only when a gradient is wanted
+        coef = (
+            torch.empty(b, b, dtype=x.dtype, device=x.device) if ctx.needs_input_grad[0] else None
+        )
         total = torch.zeros((), dtype=torch.float64, device=x.device)
         count = torch.zeros((), dtype=torch.int64, device=x.device)
         slot_ok = torch.arange(k, device=x.device)[None, :] < n_pos[:, None]
@@ -104,21 +124,13 @@ class _BatchAllHinge(torch.autograd.Function):
             d_mem = torch.where(mem_ok[start:stop], d.gather(1, mem), float("inf"))
             c = c - (d_mem[:, None, :] < thr[:, :, None]).sum(2)
             e.scatter_(1, mem, 0)
-            w = coef[start:stop]
+            w = torch.empty_like(d) if coef is None else coef[start:stop]
             w.copy_(e)
             positive_part = torch.where(ok, c * thr, 0.0).sum()
             total += (positive_part - torch.dot(w.view(-1), d.view(-1))).double()
             count += c.sum()
-            # coefficients of the gradient: W = c on positives, −e on negatives
-            if distance == "euclidean":  # ∂d/∂x = (x_i − x_j) / d, 0 where d = 0
-                w.div_(d).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-                c_coef = torch.where(d_ap > 0, c / d_ap, 0.0)
-            elif distance == "squared_euclidean":  # ∂d/∂x = 2 (x_i − x_j)
-                w.mul_(2)
-                c_coef = 2.0 * c
-            else:  # dot products: ∂d/∂x_i = −x_j
-                c_coef = c.to(x.dtype)
-            w.neg_().scatter_(1, pos, torch.where(ok, c_coef.to(x.dtype), 0.0))
+            if coef is not None:
+                _gradient_coefficients(w, d, d_ap, c, pos, ok, distance)
         ctx.euclidean = distance in _EUCLIDEAN
         ctx.save_for_backward(x, coef)
         ctx.mark_non_differentiable(count)
