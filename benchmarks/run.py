@@ -15,7 +15,7 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,22 @@ def run_grid(cases: list[Case], settings: Settings, a: argparse.Namespace,
     return results
 
 
+def _float64_recheck(settings: Settings, a: argparse.Namespace, grad_dir: str):
+    """``recheck(case)``: the case's value and gradient once more, in float64 (cached)."""
+    f64 = replace(settings, dtype="float64", repeats=0)
+    kill = (a.kill_gib or a.max_gib + 3) * GIB
+    done: dict[Case, dict[str, Any]] = {}
+
+    def recheck(case: Case) -> dict[str, Any]:
+        if case not in done:
+            print(f"float64 re-check: {case.task} {case.impl} B={case.batch} K={case.k} "
+                  f"D={case.dim}", file=sys.stderr, flush=True)
+            done[case] = run_isolated(case, f64, grad_dir, a.timeout, kill)
+        return done[case]
+
+    return recheck
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     settings = Settings(device=a.device, threads=a.threads,
@@ -123,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as grad_dir:
         results = run_grid(cases, settings, a, grad_dir)
-        check_values(results)
+        check_values(results, _float64_recheck(settings, a, grad_dir))
     for r in results:
         r.pop("grad_path", None)
     meta.update(load_end=load_average(), wall_s=time.monotonic() - start)

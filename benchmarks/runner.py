@@ -44,7 +44,8 @@ def run_isolated(
 ) -> dict[str, Any]:
     """Run ``case`` in ``python -m benchmarks.worker``; kill it past ``timeout_s`` or when its
     resident memory passes ``kill_bytes``."""
-    grad_path = str(Path(grad_dir) / f"{case.task}-{case.impl}-{case.batch}-{case.k}-{case.dim}.pt")
+    name = f"{case.task}-{case.impl}-{case.batch}-{case.k}-{case.dim}-{settings.dtype}.pt"
+    grad_path = str(Path(grad_dir) / name)
     spec = {"case": case.to_dict(), "settings": asdict(settings), "grad_path": grad_path}
     threads = str(settings.threads)
     env = {

@@ -2,7 +2,8 @@
 
 The parent runs each case in a fresh process so that the peak memory is the case's own. Order:
 imports and inputs, one warm-up run (its output is the value that gets checked), one run under
-:class:`PeakMemory`, then timed runs (median reported).
+:class:`PeakMemory`, then timed runs (median reported). With ``repeats=0`` only the warm-up runs:
+the cross-checks use that to recompute a case in float64.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Settings:
     budget_s: float = 20.0
     margin: float = 0.2
     seed: int = 0
+    dtype: str = "float32"
 
 
 def _sync(device: torch.device) -> None:
@@ -87,7 +89,7 @@ def run_case(case: Case, settings: Settings, grad_path: str | None = None) -> di
     param = settings.threads if case.task == EVAL_TASK else settings.margin
     fn = case.spec.build(param)
     x, labels = clustered(case.batch, case.k, case.dim, seed=settings.seed, spread=_spread(case))
-    x, labels = x.to(device), labels.to(device)
+    x, labels = x.to(device, getattr(torch, settings.dtype)), labels.to(device)
     step = _step(case, fn, x, labels)
 
     _sync(device)
@@ -96,16 +98,24 @@ def run_case(case: Case, settings: Settings, grad_path: str | None = None) -> di
     _sync(device)
     warmup_s = time.perf_counter() - t0
 
+    times: list[float] = []
+    if settings.repeats == 0:
+        return _finish(case, summary, grad_path, times=[warmup_s], warmup_s=warmup_s,
+                       peak_bytes=None, memory_method=None)
     with PeakMemory(device) as mem:
         step()
-    times: list[float] = []
     while len(times) < settings.repeats and (not times or sum(times) < settings.budget_s):
         _sync(device)
         t0 = time.perf_counter()
         step()
         _sync(device)
         times.append(time.perf_counter() - t0)
+    return _finish(case, summary, grad_path, times=times, warmup_s=warmup_s,
+                   peak_bytes=mem.bytes, memory_method=mem.method)
 
+
+def _finish(case: Case, summary: dict[str, Any], grad_path: str | None, *, times: list[float],
+            **fields: Any) -> dict[str, Any]:
     grad = summary.pop("grad", None)
     if grad is not None and grad_path:
         torch.save(grad, grad_path)
@@ -114,9 +124,7 @@ def run_case(case: Case, settings: Settings, grad_path: str | None = None) -> di
         "status": "ok",
         "time_s": statistics.median(times),
         "times_s": times,
-        "warmup_s": warmup_s,
-        "peak_bytes": mem.bytes,
-        "memory_method": mem.method,
+        **fields,
         "grad_path": grad_path if grad is not None else None,
         **summary,
     }

@@ -141,3 +141,46 @@ def test_one_flipped_row_is_a_near_tie_only_for_selective_mining(task, expected,
                         "status": "ok", "value": 1.0, "grad_path": path})
     check_values(results)
     assert results[1]["check"]["ok"] is expected
+
+
+def _saved(tmp_path, name, grad, value=1.0, task="semihard"):
+    path = str(tmp_path / f"{name}.pt")
+    torch.save(grad, path)
+    return {"task": task, "impl": name, "batch": 200, "k": 4, "dim": 4, "status": "ok",
+            "value": value, "grad_path": path}
+
+
+@pytest.mark.parametrize(("f64_agrees", "expected"), [(True, True), (False, False)])
+def test_float32_gradient_differences_are_settled_in_float64(f64_agrees, expected, tmp_path):
+    g = torch.ones(200, 4, dtype=torch.float64)
+    flipped = g.clone()
+    flipped[:50] = -5  # a quarter of the rows: too many to pass without the float64 run
+    results = [_saved(tmp_path, "metrickit", g), _saved(tmp_path, "st", flipped)]
+    asked = []
+
+    def recheck(case):
+        asked.append(case)
+        other = g if f64_agrees or case.impl == "metrickit" else g * 1.001
+        return _saved(tmp_path, f"{case.impl}-f64", other)
+
+    check_values(results, recheck)
+    assert {c.impl for c in asked} == {"metrickit", "st"}
+    assert all((c.task, c.batch, c.k, c.dim) == ("semihard", 200, 4, 4) for c in asked)
+    assert results[1]["check"]["ok"] is expected
+    assert "float64" in results[1]["check"]["detail"]
+    check_values(results)  # no float64 run possible: 50 of 200 rows is over the 1% allowance
+    assert results[1]["check"]["ok"] is False
+
+
+def test_worker_recomputes_a_case_in_float64(tmp_path):
+    grad_path = str(tmp_path / "g64.pt")
+    f64 = Settings(repeats=0, dtype="float64")
+    r = run_case(Case("semihard", "metrickit", 16, 4, 8), f64, grad_path)
+    x, labels = clustered(16, 4, 8)
+    emb, lab = x.double().numpy(), labels.tolist()
+    f = lambda v: batch_triplet(v, lab, 0.2, "semihard")[0]  # noqa: E731
+    assert r["status"] == "ok" and r["peak_bytes"] is None and len(r["times_s"]) == 1
+    assert r["value"] == pytest.approx(f(emb), rel=1e-12) and f(emb) > 0
+    grad = torch.load(grad_path)
+    assert grad.dtype == torch.float64
+    np.testing.assert_allclose(grad.numpy(), numeric_grad(f, emb), atol=1e-7)
