@@ -33,9 +33,14 @@ from ._validation import (
     check_tensor,
 )
 from .distances import DISTANCES, chunked_pairwise, pairwise_distance, resolve_distance
-from .masks import pair_masks
+from .masks import class_slots, pair_masks
 
 STRATEGIES = ("semihard", "hard")
+# Elements of one block of distance rows in :func:`select_triplets` (4 MiB in float32).
+SELECT_BLOCK_ELEMENTS = 1 << 20
+# Up to this many positives per anchor, the semi-hard negatives are found with one pass over the
+# block per positive; beyond, with one sort of the block's rows and a binary search per positive.
+MAX_SELECT_PASSES = 16
 
 
 class SortedRows(NamedTuple):
@@ -165,17 +170,94 @@ def all_triplets(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return a[pair], p[pair], neg_cols[first_neg[a[pair]] + within]
 
 
+class Selection(NamedTuple):
+    """One triplet per slot of every anchor (row): ``negative[i, s]`` is mined for the positive
+    ``positive[i, s]``; ``valid[i, s]`` says whether the slot holds a triplet."""
+
+    positive: Tensor
+    negative: Tensor
+    valid: Tensor
+
+
+def _own_class_filled(d: Tensor, members: Tensor, value: float) -> Tensor:
+    return d.scatter(1, members, value)
+
+
+def _last_argmax(x: Tensor) -> Tensor:
+    """Per row, the highest column holding the row's maximum."""
+    return x.shape[1] - 1 - x.flip(1).argmax(1)
+
+
+def _semihard_block(d: Tensor, members: Tensor, d_ap: Tensor, farthest: Tensor) -> Tensor:
+    """[r, k] column of the nearest negative with d > d_ap (lowest column on ties), else
+    ``farthest``."""
+    negatives = _own_class_filled(d, members, float("inf"))
+    k = d_ap.shape[1]
+    if k <= MAX_SELECT_PASSES:
+        chosen = torch.empty(d_ap.shape, dtype=torch.int64, device=d.device)
+        nearest = torch.empty(d_ap.shape, dtype=d.dtype, device=d.device)
+        beyond = torch.empty_like(negatives)
+        inf = negatives.new_tensor(float("inf"))
+        for s in range(k):
+            torch.where(negatives > d_ap[:, s : s + 1], negatives, inf, out=beyond)
+            torch.min(beyond, 1, out=(nearest[:, s], chosen[:, s]))  # first column on ties
+        found = nearest < float("inf")
+    else:
+        keys, order = negatives.sort(dim=1, stable=True)
+        first = torch.searchsorted(keys, d_ap.contiguous(), right=True)
+        found = first < d.shape[1]
+        chosen = order.gather(1, first.clamp_max(d.shape[1] - 1))
+        found &= keys.gather(1, first.clamp_max(d.shape[1] - 1)) < float("inf")
+    return torch.where(found, chosen, farthest[:, None])
+
+
+def select_triplets(
+    embeddings: Tensor, labels: Tensor, strategy: str = "semihard", distance: str = "euclidean"
+) -> Selection:
+    """The triplets of :func:`batch_hard_triplets` (``"hard"``: one slot per anchor) or
+    :func:`semihard_triplets` (``"semihard"``: one slot per positive, in column order) as fixed
+    [B, k] index tensors, mined one cache-sized block of distance rows at a time: no B×B matrix
+    is kept, no sort for few positives (one pass per positive). One host read of the largest
+    class size (free on CPU, a sync elsewhere)."""
+    check_choice(strategy, "strategy", STRATEGIES)
+    check_choice(distance, "distance", DISTANCES)
+    check_embeddings(embeddings)
+    labels = check_labels(labels, embeddings.shape[0])
+    with torch.no_grad():
+        members, positives, n_pos = class_slots(labels)
+        b, k = positives.shape
+        has_neg = n_pos + 1 < b
+        if strategy == "hard":
+            positive = torch.empty(b, 1, dtype=torch.int64, device=labels.device)
+            valid = ((n_pos > 0) & has_neg)[:, None]
+        else:
+            positive = positives
+            valid = (torch.arange(k, device=labels.device)[None, :] < n_pos[:, None]) & (
+                has_neg[:, None]
+            )
+        negative = torch.zeros_like(positive)
+        rows = max(1, SELECT_BLOCK_ELEMENTS // max(b, 1))
+        for start, d in chunked_pairwise(embeddings.detach(), distance=distance, chunk_size=rows):
+            stop = start + d.shape[0]
+            mem = members[start:stop]
+            if strategy == "hard":
+                own = torch.where(mem == torch.arange(start, stop, device=d.device)[:, None],
+                                  float("-inf"), d.gather(1, mem))
+                positive[start:stop, 0] = mem.gather(1, own.argmax(1, keepdim=True))[:, 0]
+                negative[start:stop, 0] = _own_class_filled(d, mem, float("inf")).argmin(1)
+            else:
+                farthest = _last_argmax(_own_class_filled(d, mem, float("-inf")))
+                d_ap = d.gather(1, positives[start:stop])
+                negative[start:stop] = _semihard_block(d, mem, d_ap, farthest)
+        return Selection(positive, negative, valid)
+
+
 def batch_hard_triplets(
     embeddings: Tensor, labels: Tensor, distance: str = "euclidean"
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(a, p, n)``: for every anchor with a positive and a negative, its farthest positive and
     nearest negative (batch hard, Hermans et al. 2017); ties go to the lowest column."""
-    with torch.no_grad():
-        dist, pos, neg = _batch(embeddings, labels, distance)
-        p = dist.masked_fill(~pos, float("-inf")).argmax(1)
-        n = dist.masked_fill(~neg, float("inf")).argmin(1)
-        a = (pos.any(1) & neg.any(1)).nonzero(as_tuple=True)[0]
-        return a, p[a], n[a]
+    return _flatten(select_triplets(embeddings, labels, "hard", distance))
 
 
 def semihard_triplets(
@@ -185,12 +267,12 @@ def semihard_triplets(
     the nearest negative such that d(a, n) > d(a, p), or the farthest negative if there is none
     (the triplets the semi-hard loss uses; FaceNet, Schroff et al. 2015). Ties among negatives at
     equal distance go to the lowest column for the nearest and the highest for the farthest."""
-    with torch.no_grad():
-        dist, pos, neg = _batch(embeddings, labels, distance)
-        rows = sort_rows(dist, neg)
-        n = rows.index.gather(1, semihard_positions(rows, dist))
-        a, p = (pos & (rows.count > 0)[:, None]).nonzero(as_tuple=True)
-        return a, p, n[a, p]
+    return _flatten(select_triplets(embeddings, labels, "semihard", distance))
+
+
+def _flatten(sel: Selection) -> tuple[Tensor, Tensor, Tensor]:
+    a, s = sel.valid.nonzero(as_tuple=True)
+    return a, sel.positive[a, s], sel.negative[a, s]
 
 
 def count_triplets(

@@ -12,6 +12,12 @@ and sums their distances with ``searchsorted`` plus prefix sums: O(B² log B) ti
 memory, exact values and gradients. Only soft-margin batch all (softplus has no threshold) forms
 its (a, p, n) terms, a chunk of anchors at a time, recomputed in the backward pass (bounded
 memory); it costs one host sync (the largest number of positives per anchor).
+
+Batch hard and semi-hard on CPU mine first, without autograd, one cache-sized block of distance
+rows at a time (:func:`metrickit.miners.select_triplets`: one pass per positive, no sort for up
+to 16 positives per anchor), then compute the distances of the mined triplets only, from the
+embeddings: no B×B graph exists. Elsewhere (no host sync) and over a precomputed matrix, they
+reduce the distance matrix (hard) or search each anchor's sorted negatives (semi-hard).
 """
 
 from __future__ import annotations
@@ -35,7 +41,14 @@ from .._validation import (
 )
 from ..distances import pairwise_distance, resolve_distance, rowwise_distance, unit_rows
 from ..masks import pair_masks
-from ..miners import count_below, semihard_positions, sort_rows, threshold_counts
+from ..miners import (
+    Selection,
+    count_below,
+    select_triplets,
+    semihard_positions,
+    sort_rows,
+    threshold_counts,
+)
 from ._base import Loss
 from ._batch_all import batch_all_hinge_total
 from ._registry import register_loss
@@ -175,6 +188,16 @@ def _batch_hard(
     return torch.where(selected, term, 0.0), selected
 
 
+def _selected_terms(x: Tensor, sel: Selection, margin: float, soft: bool, distance: str) -> Tensor:
+    """[B, k] terms of the mined triplets (0 where a slot holds none), their distances computed
+    from the embeddings: O(B·k·D), no B×B autograd graph."""
+    anchor = x[:, None, :]
+    d_ap = rowwise_distance(anchor, x[sel.positive], distance)
+    d_an = rowwise_distance(anchor, x[sel.negative], distance)
+    term = _hinge(d_ap - d_an + (0.0 if soft else margin), soft)
+    return torch.where(sel.valid, term, 0.0)
+
+
 def triplet_loss_from_distances(
     dist: Tensor,
     pos_mask: Tensor,
@@ -276,6 +299,14 @@ def batch_triplet_loss(
         )
         loss = total if reduction == "sum" else total / count.clamp_min(1)
         return loss.to(embeddings.dtype)
+    if mining != "all" and embeddings.device.type == "cpu":
+        sel = select_triplets(embeddings, labels, mining, distance)
+        x = embeddings.to(compute_dtype(embeddings))
+        terms = _selected_terms(x, sel, margin, soft, distance)
+        ok = sel.valid
+        return (terms[ok] if reduction == "none" else reduce(terms, reduction, ok.sum())).to(
+            embeddings.dtype
+        )
     dist = pairwise_distance(embeddings, distance=distance)
     pos, neg = pair_masks(labels)
     loss = triplet_loss_from_distances(dist, pos, neg, margin, mining, soft, reduction)
