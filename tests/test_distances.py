@@ -7,6 +7,7 @@ from conftest import t64
 from metrickit.distances import (
     DISTANCES,
     chunked_pairwise,
+    gathered_distance,
     get_distance,
     pairwise_distance,
     rowwise_distance,
@@ -234,3 +235,23 @@ def test_bad_inputs():
         next(chunked_pairwise(x, torch.randn(3)))
     with pytest.raises(ValueError, match="distance"):
         rowwise_distance(x, x, "l1")
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "squared_euclidean", "cosine", "dot"])
+def test_gathered_distance_is_the_matrix_entries(distance):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 4, dtype=torch.float64, generator=g)
+    x[5] = x[2]  # a duplicate row: distance 0 off the diagonal
+    columns = torch.tensor([[1, 0], [1, 6], [5, 2], [0, 0], [4, 3], [2, 5], [6, 1]])  # i, i too
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    got = gathered_distance(a, columns, distance)
+    want = pairwise_distance(b, distance=distance).gather(1, columns)
+    # same formula, other summation order: only the duplicate pair's sqrt(rounding) can differ
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-7)
+    weights = torch.rand(columns.shape, dtype=torch.float64, generator=g)
+    (got * weights).sum().backward()
+    (want * weights).sum().backward()
+    assert torch.isfinite(a.grad).all()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    half = gathered_distance(x.to(torch.bfloat16), columns, distance)
+    assert half.dtype == torch.float32  # computed in float32, as pairwise_distance

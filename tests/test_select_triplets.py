@@ -1,6 +1,7 @@
 """Blocked hard / semi-hard mining (``miners.select_triplets``) and the CPU batch-hard / semi-hard
-losses built on it, against brute-force references, with every block size and both ways of
-finding the semi-hard negatives (one pass per positive, and sorted rows)."""
+losses built on it, against brute-force references, with every block size, both ways of finding
+the semi-hard negatives (one pass per positive, and sorted rows) and both ways of computing the
+mined distances (gathered from one distance matrix, and for the mined pairs only)."""
 
 import numpy as np
 import pytest
@@ -12,19 +13,22 @@ import metrickit as mk
 from conftest import random_batch, t64
 from metrickit import miners
 from metrickit.distances import pairwise_distance
+from metrickit.losses import triplet as triplet_module
 from metrickit.masks import pair_masks
 from reference import batch_triplet, numeric_grad, triplet_dist_matrix
 
-# (elements per block of distance rows, largest slot count for the per-positive passes)
-KERNELS = [(1 << 20, 16), (1, 16), (5, 0), (1 << 20, 0), (40, 2)]
+# (elements per block of distance rows, largest slot count for the per-positive passes, rows per
+# slot up to which the mined distances are gathered from a distance matrix)
+KERNELS = [(1 << 20, 16, 64), (1, 16, 0), (5, 0, 64), (1 << 20, 0, 0), (40, 2, 0)]
 DISTANCES = ["euclidean", "squared_euclidean", "cosine", "dot"]
 
 
-@pytest.fixture(params=KERNELS, ids=lambda k: f"block{k[0]}-passes{k[1]}")
+@pytest.fixture(params=KERNELS, ids=lambda k: f"block{k[0]}-passes{k[1]}-dense{k[2]}")
 def kernel(request, monkeypatch):
-    block, passes = request.param
+    block, passes, dense = request.param
     monkeypatch.setattr(miners, "SELECT_BLOCK_ELEMENTS", block)
     monkeypatch.setattr(miners, "MAX_SELECT_PASSES", passes)
+    monkeypatch.setattr(triplet_module, "_DENSE_ROWS_PER_SLOT", dense)
     return request.param
 
 
@@ -77,7 +81,7 @@ def test_tie_rules_on_a_grid(labels, data, strategy, kernel):
     coords = data.draw(st.lists(st.integers(-2, 2), min_size=len(labels), max_size=len(labels)))
     emb = np.array(coords, dtype=float)[:, None]
     old = miners.SELECT_BLOCK_ELEMENTS, miners.MAX_SELECT_PASSES
-    miners.SELECT_BLOCK_ELEMENTS, miners.MAX_SELECT_PASSES = kernel
+    miners.SELECT_BLOCK_ELEMENTS, miners.MAX_SELECT_PASSES = kernel[:2]
     try:
         assert mined(emb, labels, strategy) == reference_selection(emb, labels, strategy)
     finally:

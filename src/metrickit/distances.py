@@ -153,6 +153,28 @@ def rowwise_distance(x: Tensor, y: Tensor, distance: str = "euclidean") -> Tenso
     return safe_sqrt(sq) if distance == "euclidean" else sq
 
 
+def gathered_distance(x: Tensor, columns: Tensor, distance: str = "euclidean") -> Tensor:
+    """[N, k] distances between row i of ``x`` [N, D] and rows ``columns[i, s]`` of ``x``: the
+    entries ``pairwise_distance(x)[i, columns[i, s]]``, the same Gram-expansion formula (and
+    exactly 0 where ``columns[i, s] == i``, except for ``"dot"``), without the N×N matrix.
+
+    Costs O(N·k·D); its backward is one batched product and one ``index_add``."""
+    check_choice(distance, "distance", DISTANCES)
+    x = _upcast(x)
+    a, a_sq = _rows(x, distance)
+    other = a.index_select(0, columns.flatten()).view(*columns.shape, a.shape[1])
+    dots = (other * a[:, None, :]).sum(-1)
+    if distance == "dot":
+        return dots.neg()
+    self_pair = columns == torch.arange(x.shape[0], device=x.device)[:, None]
+    if distance == "cosine":
+        return torch.where(self_pair, 0.0, 1 - dots)
+    assert a_sq is not None
+    sq = (a_sq[:, None] + a_sq[columns] - 2 * dots).clamp_min(0)
+    sq = torch.where(self_pair, 0.0, sq)
+    return safe_sqrt(sq) if distance == "euclidean" else sq
+
+
 def chunked_pairwise(
     x: Tensor,
     y: Tensor | None = None,
