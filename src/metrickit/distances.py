@@ -104,7 +104,7 @@ def _checked_pair(x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
 
 def unit_rows(x: Tensor) -> Tensor:
     """Rows of ``x`` scaled to unit norm (a zero row stays zero), as the cosine distance uses."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(_COSINE_EPS)
+    return x / x.norm(dim=1, keepdim=True).clamp_min(_COSINE_EPS)
 
 
 def _rows(x: Tensor, distance: str) -> tuple[Tensor, Tensor | None]:
@@ -138,18 +138,17 @@ def _block(
 
 
 def rowwise_distance(x: Tensor, y: Tensor, distance: str = "euclidean") -> Tensor:
-    """[N] distances between matching rows of ``x`` and ``y`` (both [N, D]; more generally
-    [..., D] broadcast against each other, giving [...]).
+    """[N] distances between matching rows of ``x`` and ``y`` (both [N, D]).
 
     Computed from the difference x − y (exact, no cancellation), not from the Gram expansion.
     """
     check_choice(distance, "distance", DISTANCES)
     x, y = _upcast(x), _upcast(y)
     if distance == "cosine":
-        return 1 - (unit_rows(x) * unit_rows(y)).sum(-1)
+        return 1 - (unit_rows(x) * unit_rows(y)).sum(1)
     if distance == "dot":
-        return -(x * y).sum(-1)
-    sq = ((x - y) ** 2).sum(-1)
+        return -(x * y).sum(1)
+    sq = ((x - y) ** 2).sum(1)
     return safe_sqrt(sq) if distance == "euclidean" else sq
 
 
@@ -158,7 +157,7 @@ def gathered_distance(x: Tensor, columns: Tensor, distance: str = "euclidean") -
     entries ``pairwise_distance(x)[i, columns[i, s]]``, the same Gram-expansion formula (and
     exactly 0 where ``columns[i, s] == i``, except for ``"dot"``), without the N×N matrix.
 
-    Costs O(N·k·D); its backward is one batched product and one ``index_add``."""
+    Costs O(N·k·D); its backward is elementwise over [N, k, D] plus one ``index_add``."""
     check_choice(distance, "distance", DISTANCES)
     x = _upcast(x)
     a, a_sq = _rows(x, distance)
