@@ -14,7 +14,10 @@ so hard + semi-hard are exactly the triplets whose loss max(0, d(a,p) − d(a,n)
 
 The sorted-row helpers (:class:`SortedRows`, :func:`sort_rows`, :func:`count_below`,
 :func:`semihard_positions`) count or locate, for every anchor, the candidates below a threshold
-in O(M log M) per row without enumerating triplets; the triplet losses reuse them.
+in O(M log M) per row without enumerating triplets; the triplet losses reuse them on GPUs and
+over precomputed distances. :func:`select_triplets` mines batch-hard and semi-hard triplets one
+block of distance rows at a time (no B×B matrix kept); the online miners and the CPU batch-hard /
+semi-hard losses use it.
 """
 
 from __future__ import annotations
