@@ -7,8 +7,11 @@ hot path of a GPU training step never waits on the host.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -100,20 +103,64 @@ def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
     return value  # type: ignore[return-value]
 
 
-def check_nonnegative(value: object, name: str) -> float:
-    """A finite real number >= 0 (margins, regularisation weights)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def check_bool(value: object, name: str) -> bool:
+    """A real boolean (``True``/``False`` or a numpy bool); strings and numbers are refused."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (True or False), got {_describe(value)}")
+
+
+def check_real(
+    value: object,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> float:
+    """A finite real number (Python or numpy scalar, not a bool) within optional bounds."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
     value = float(value)
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    bad = not math.isfinite(value)
+    if low is not None:
+        bad = bad or (value < low if low_inclusive else value <= low)
+    if high is not None:
+        bad = bad or (value > high if high_inclusive else value >= high)
+    if bad:
+        lo = "" if low is None else f"{'>=' if low_inclusive else '>'} {low:g}"
+        hi = "" if high is None else f"{'<=' if high_inclusive else '<'} {high:g}"
+        want = " and ".join(b for b in (lo, hi) if b)
+        raise ValueError(f"{name} must be a finite number{' ' + want if want else ''}, "
+                         f"got {value!r}")
+    return value
+
+
+def check_nonnegative(value: object, name: str) -> float:
+    """A finite real number >= 0 (margins, regularisation weights)."""
+    return check_real(value, name, low=0.0)
+
+
+def check_positive(value: object, name: str) -> float:
+    """A finite real number > 0 (temperatures, scales, learning rates)."""
+    return check_real(value, name, low=0.0, low_inclusive=False)
+
+
+def check_int(value: object, name: str, low: int | None = None) -> int:
+    """An integer (Python or numpy, not a bool), optionally >= ``low``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {_describe(value)}")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return value
 
 
 def check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """An integer >= 1 (Python or numpy)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return int(value)
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
