@@ -10,6 +10,7 @@ from .contrastive import BatchContrastiveLoss, ContrastiveLoss
 from .cross_batch_memory import CrossBatchMemory
 from .lifted_structure import LiftedStructureLoss
 from .npair import BatchNPairLoss, NPairLoss
+from .proxy_anchor import ProxyAnchorLoss
 from .quadruplet import BatchQuadrupletLoss, QuadrupletLoss
 from .ranking import BPRLoss, PairwiseHingeLoss, WARPLoss
 from .symmetric_triplet import SymmetricTripletLoss
@@ -37,4 +38,5 @@ __all__ = [
     "BatchTripletLoss",
     "SymmetricTripletLoss",
     "TripletCenterLoss",
+    "ProxyAnchorLoss",
 ]
