@@ -9,6 +9,7 @@ from .losses.cross_batch_memory import reference_set_loss
 from .losses.lifted_structure import lifted_structure_from_distances, lifted_structure_loss
 from .losses.npair import batch_npair_loss, npair_loss
 from .losses.proxy_anchor import proxy_anchor_loss
+from .losses.proxy_nca import proxy_nca_loss
 from .losses.quadruplet import batch_quadruplet_loss, quadruplet_from_distances, quadruplet_loss
 from .losses.ranking import bpr_loss, pairwise_hinge_loss, warp_loss
 from .losses.symmetric_triplet import symmetric_triplet_loss
@@ -35,4 +36,5 @@ __all__ = [
     "symmetric_triplet_loss",
     "triplet_center_loss",
     "proxy_anchor_loss",
+    "proxy_nca_loss",
 ]

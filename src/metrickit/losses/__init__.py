@@ -11,6 +11,7 @@ from .cross_batch_memory import CrossBatchMemory
 from .lifted_structure import LiftedStructureLoss
 from .npair import BatchNPairLoss, NPairLoss
 from .proxy_anchor import ProxyAnchorLoss
+from .proxy_nca import ProxyNCALoss
 from .quadruplet import BatchQuadrupletLoss, QuadrupletLoss
 from .ranking import BPRLoss, PairwiseHingeLoss, WARPLoss
 from .symmetric_triplet import SymmetricTripletLoss
@@ -39,4 +40,5 @@ __all__ = [
     "SymmetricTripletLoss",
     "TripletCenterLoss",
     "ProxyAnchorLoss",
+    "ProxyNCALoss",
 ]
