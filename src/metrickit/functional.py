@@ -7,6 +7,7 @@ Mirrors ``torch.nn.functional``: each function here has an ``nn.Module`` twin in
 from .losses.contrastive import batch_contrastive_loss, contrastive_loss
 from .losses.cross_batch_memory import reference_set_loss
 from .losses.lifted_structure import lifted_structure_from_distances, lifted_structure_loss
+from .losses.normalized_softmax import normalized_softmax_loss
 from .losses.npair import batch_npair_loss, npair_loss
 from .losses.proxy_anchor import proxy_anchor_loss
 from .losses.proxy_nca import proxy_nca_loss
@@ -37,4 +38,5 @@ __all__ = [
     "triplet_center_loss",
     "proxy_anchor_loss",
     "proxy_nca_loss",
+    "normalized_softmax_loss",
 ]

@@ -9,6 +9,7 @@ from ._registry import get_loss, get_loss_class, list_losses, resolve_loss_name
 from .contrastive import BatchContrastiveLoss, ContrastiveLoss
 from .cross_batch_memory import CrossBatchMemory
 from .lifted_structure import LiftedStructureLoss
+from .normalized_softmax import NormalizedSoftmaxLoss
 from .npair import BatchNPairLoss, NPairLoss
 from .proxy_anchor import ProxyAnchorLoss
 from .proxy_nca import ProxyNCALoss
@@ -41,4 +42,5 @@ __all__ = [
     "TripletCenterLoss",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "NormalizedSoftmaxLoss",
 ]
