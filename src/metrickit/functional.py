@@ -5,6 +5,7 @@ Mirrors ``torch.nn.functional``: each function here has an ``nn.Module`` twin in
 """
 
 from .losses.contrastive import batch_contrastive_loss, contrastive_loss
+from .losses.cosface import cosface_loss
 from .losses.cross_batch_memory import reference_set_loss
 from .losses.lifted_structure import lifted_structure_from_distances, lifted_structure_loss
 from .losses.normalized_softmax import normalized_softmax_loss
@@ -39,4 +40,5 @@ __all__ = [
     "proxy_anchor_loss",
     "proxy_nca_loss",
     "normalized_softmax_loss",
+    "cosface_loss",
 ]

@@ -7,6 +7,7 @@ batch-form loss by its registered name (see :func:`list_losses`).
 from ._base import Loss
 from ._registry import get_loss, get_loss_class, list_losses, resolve_loss_name
 from .contrastive import BatchContrastiveLoss, ContrastiveLoss
+from .cosface import CosFaceLoss
 from .cross_batch_memory import CrossBatchMemory
 from .lifted_structure import LiftedStructureLoss
 from .normalized_softmax import NormalizedSoftmaxLoss
@@ -43,4 +44,5 @@ __all__ = [
     "ProxyAnchorLoss",
     "ProxyNCALoss",
     "NormalizedSoftmaxLoss",
+    "CosFaceLoss",
 ]
