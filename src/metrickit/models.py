@@ -128,6 +128,55 @@ class ConvEmbedder(nn.Module):
         return self.normalize(self.head(self.features(x)))
 
 
+class _BasicBlock(nn.Module):
+    """Two 3×3 conv → BatchNorm layers with an identity (or 1×1 projection) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class SmallResNet(nn.Sequential):
+    """A small residual network (He et al. 2016, "Deep Residual Learning for Image Recognition"):
+    a 3×3 stem of 16 channels, then basic blocks of widths ``widths`` (stride 2 from the second
+    on), global average pooling; outputs ``widths[-1]`` features per image, no classifier.
+
+    A backbone for ``--model metrickit.models:small_resnet`` and for tests of the backbone path.
+    """
+
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64)) -> None:
+        check_positive_int(in_channels, "in_channels")
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, 16, 3, padding=1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU(inplace=True),
+        ]
+        c_in = 16
+        for i, width in enumerate(widths):
+            layers.append(_BasicBlock(c_in, check_positive_int(width, "width"), 1 if i == 0 else 2))
+            c_in = width
+        super().__init__(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def small_resnet(in_channels: int = 3) -> SmallResNet:
+    """:class:`SmallResNet` with the default widths (16, 32, 64): 77k parameters (RGB)."""
+    return SmallResNet(in_channels)
+
+
 class _SharedEmbedder(nn.Module):
     def __init__(self, embedder: nn.Module, normalize: bool = False) -> None:
         super().__init__()

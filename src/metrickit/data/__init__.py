@@ -10,11 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .augment import augmentation
 from .builtin import BUILTIN
 from .dataset import LabelledData
 from .splits import PROTOCOLS, split_dataset
+from .stream import StreamingImageFolder, scan_image_folder
 
-__all__ = ["LabelledData", "PROTOCOLS", "list_datasets", "load_dataset", "split_dataset"]
+__all__ = [
+    "LabelledData",
+    "PROTOCOLS",
+    "StreamingImageFolder",
+    "augmentation",
+    "list_datasets",
+    "load_dataset",
+    "scan_image_folder",
+    "split_dataset",
+]
 
 
 def list_datasets() -> list[str]:

@@ -9,6 +9,7 @@ import torch
 
 from .._validation import check_choice
 from .dataset import LabelledData
+from .stream import StreamingImageFolder
 
 PROTOCOLS = ("holdout", "zero_shot")
 DEFAULT_TEST_SIZE = {"holdout": 0.2, "zero_shot": 0.5}
@@ -77,6 +78,9 @@ def _relabelled(data: LabelledData, keep: np.ndarray, part: str) -> LabelledData
     remap[keep] = np.arange(len(keep))
     y = data.y.numpy()
     idx = np.flatnonzero(remap[y] >= 0)
+    if not isinstance(data, LabelledData):  # a streamed folder: paths and labels only
+        labels = torch.as_tensor(remap[y[idx]])
+        return data.subset(idx, labels, [data.classes[c] for c in keep], f"{data.name}[{part}]")
     return LabelledData(
         data.x[torch.as_tensor(idx)],
         torch.as_tensor(remap[y[idx]]),
@@ -87,7 +91,7 @@ def _relabelled(data: LabelledData, keep: np.ndarray, part: str) -> LabelledData
 
 
 def split_dataset(
-    data: LabelledData,
+    data: LabelledData | StreamingImageFolder,
     protocol: str = "holdout",
     test_size: float | int | None = None,
     seed: int = 0,
@@ -106,8 +110,10 @@ def split_dataset(
     the original names in ``classes``.
     """
     check_choice(protocol, "protocol", PROTOCOLS)
-    if not isinstance(data, LabelledData):
-        raise TypeError(f"data must be a LabelledData, got {type(data).__name__}")
+    if not isinstance(data, (LabelledData, StreamingImageFolder)):
+        raise TypeError(
+            f"data must be a LabelledData or StreamingImageFolder, got {type(data).__name__}"
+        )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {seed!r}")
     if test_size is None:
