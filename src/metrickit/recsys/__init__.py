@@ -7,16 +7,20 @@
     >>> history = recsys.fit(model, train, recsys.FitConfig(loss="warp"))
     >>> recsys.evaluate(model, train, test, k=10)               # AUC, Precision@10, NDCG@10, ...
 
-Layers: data/datasets → splits → sampling → models → train → metrics (all below the CLI).
+Your own data: ``recsys.make_dataset(train_df, test_df)`` (DataFrames, CSV paths or sparse
+matrices) encodes every part with the training part's id maps.
+
+Layers: data/datasets/dataset → splits → sampling → models → train → metrics (all below the CLI).
 """
 
 from .data import IdMap, Interactions, from_arrays, from_csv, from_dataframe, from_sparse
+from .dataset import Dataset, make_dataset
 from .datasets import MovieLens, load_movielens, movielens_features
 from .metrics import evaluate, popularity_scorer, rank_metrics, top_k
 from .models import FeatureTower, MatrixFactorization, Recommender, TwoTower, build_features
 from .sampling import NegativeSampler
 from .splits import Split, leave_last_out, random_split
-from .train import FitConfig, fit, warp_step
+from .train import FitConfig, default_threads, fit, warp_step
 
 __all__ = [
     "IdMap",
@@ -25,6 +29,8 @@ __all__ = [
     "from_csv",
     "from_dataframe",
     "from_sparse",
+    "Dataset",
+    "make_dataset",
     "MovieLens",
     "load_movielens",
     "movielens_features",
@@ -39,6 +45,7 @@ __all__ = [
     "build_features",
     "FitConfig",
     "fit",
+    "default_threads",
     "warp_step",
     "evaluate",
     "popularity_scorer",

@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._validation import check_choice
+
 if TYPE_CHECKING:  # pandas/scipy are imported where they are used, so recsys stays light
     import pandas as pd
     import scipy.sparse as sp
 
 DUPLICATES = ("error", "first", "last", "sum")
+UNKNOWN = ("error", "drop")
 
 
 class IdMap:
@@ -70,11 +73,17 @@ class IdMap:
         return self._ids[index]
 
 
+def same_ids(a: IdMap, b: IdMap) -> bool:
+    """Do two id maps give every id the same index (the same object, or equal)?"""
+    return a is b or a == b
+
+
 @dataclass
 class Interactions:
     """Distinct (user, item) interactions as indices into ``users`` / ``items`` id maps.
 
-    ``weights`` (float) and ``timestamps`` (float) are optional, one per row.
+    ``weights`` (float) and ``timestamps`` (float) are optional, one per row. ``dropped``
+    counts the rows left out when it was built, by reason (e.g. ``{"unknown item id": 3}``).
     """
 
     user: np.ndarray
@@ -83,6 +92,7 @@ class Interactions:
     items: IdMap
     weights: np.ndarray | None = None
     timestamps: np.ndarray | None = None
+    dropped: dict[str, int] = field(default_factory=dict, compare=False)
     _csr: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -198,14 +208,42 @@ def _dedupe(
 
 def _encode(raw: Sequence[Hashable] | np.ndarray, id_map: IdMap | None, name: str
             ) -> tuple[IdMap, np.ndarray]:
+    """(id map, codes): a new map in order of first appearance, or codes in a given map with -1
+    for ids it does not hold."""
     if id_map is not None:
-        return id_map, id_map.to_index(raw, name)
+        index = id_map._index
+        return id_map, np.fromiter((index.get(r, -1) for r in raw), dtype=np.int64,
+                                   count=len(raw))
     import pandas as pd
 
     codes, uniques = pd.factorize(np.asarray(raw, dtype=object), sort=False)
     if (codes < 0).any():
         raise ValueError(f"a {name} is missing (None/NaN) in row {int(np.argmax(codes < 0))}")
     return IdMap(uniques.tolist()), codes.astype(np.int64)
+
+
+def _drop_unknown(
+    raw: dict[str, Sequence[Hashable] | np.ndarray], codes: dict[str, np.ndarray], unknown: str,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Mask of rows whose ids are all known, and the count dropped per reason; with
+    ``unknown="error"`` an unknown id is a ValueError naming it and the count."""
+    check_choice(unknown, "unknown", UNKNOWN)
+    keep = np.ones(len(next(iter(codes.values()))), dtype=bool)
+    dropped: dict[str, int] = {}
+    for name, c in codes.items():
+        bad = c < 0
+        if not bad.any():
+            continue
+        if unknown == "error":
+            first = int(np.argmax(bad))
+            raise ValueError(
+                f"{int(bad.sum())} rows have a {name} not in the given id map, e.g. "
+                f"{raw[name][first]!r} in row {first} (ids seen only here, not in the training "
+                "data); pass unknown='drop' to drop and count such rows"
+            )
+        dropped[f"unknown {name}"] = int((bad & keep).sum())
+        keep &= ~bad
+    return keep, dropped
 
 
 def from_arrays(
@@ -216,12 +254,15 @@ def from_arrays(
     duplicates: str = "error",
     user_map: IdMap | None = None,
     item_map: IdMap | None = None,
+    unknown: str = "error",
 ) -> Interactions:
     """Interactions from parallel arrays of raw ids.
 
-    Id maps are built from the ids in order of first appearance unless given (then an unknown id
-    is a ``KeyError``). ``duplicates``: "error" [default] | "first" | "last" | "sum" (sums
-    weights, keeps the first timestamp).
+    Id maps are built from the ids in order of first appearance unless given (e.g. the training
+    data's ``users``/``items``, to encode test data alike). An id the given map lacks is a
+    ``ValueError`` with ``unknown="error"`` [default]; ``unknown="drop"`` drops such rows and
+    counts them in the result's ``dropped``. ``duplicates``: "error" [default] | "first" |
+    "last" | "sum" (sums weights, keeps the first timestamp).
     """
     if len(users) == 0:
         raise ValueError("interactions are empty: at least one (user, item) row is needed")
@@ -236,8 +277,15 @@ def from_arrays(
     for name, v in extra.items():
         if v is not None and v.shape != (len(users),):
             raise ValueError(f"{name} must have one entry per row ({len(users)}), got {v.shape}")
+    keep, dropped = _drop_unknown({"user id": users, "item id": items},
+                                  {"user id": u, "item id": i}, unknown)
+    if dropped:
+        u, i = u[keep], i[keep]
+        extra = {k: None if v is None else v[keep] for k, v in extra.items()}
     u, i, extra = _dedupe(u, i, len(imap), extra, duplicates)
-    return Interactions(u, i, umap, imap, extra["weights"], extra["timestamps"])
+    out = Interactions(u, i, umap, imap, extra["weights"], extra["timestamps"])
+    out.dropped = dropped
+    return out
 
 
 def from_dataframe(
@@ -247,6 +295,9 @@ def from_dataframe(
     weight_col: str | None = None,
     timestamp_col: str | None = None,
     duplicates: str = "error",
+    user_map: IdMap | None = None,
+    item_map: IdMap | None = None,
+    unknown: str = "error",
 ) -> Interactions:
     """Interactions from a DataFrame with one row per interaction (see :func:`from_arrays`)."""
     for role, col in (("user_col", user_col), ("item_col", item_col), ("weight_col", weight_col),
@@ -258,7 +309,7 @@ def from_dataframe(
         df[item_col].tolist(),
         None if weight_col is None else df[weight_col].to_numpy(),
         None if timestamp_col is None else df[timestamp_col].to_numpy(),
-        duplicates,
+        duplicates, user_map, item_map, unknown,
     )
 
 

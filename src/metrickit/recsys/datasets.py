@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .._carriers import carried_path
+from .._validation import check_positive_int
 from .data import Interactions, from_arrays
 from .models import build_features
 
@@ -89,8 +90,7 @@ def load_movielens(name: str = "movielens-100k", max_users: int | None = None) -
     users = _read(path / f"{stem}.user")
     items = _read(path / f"{stem}.item")
     if max_users is not None:
-        if max_users < 1:
-            raise ValueError(f"max_users must be a positive integer, got {max_users!r}")
+        max_users = check_positive_int(max_users, "max_users")
         inter = inter[inter["user_id"].isin(set(users["user_id"].iloc[:max_users]))]
     data = from_arrays(
         inter["user_id"].to_numpy(), inter["item_id"].to_numpy(),

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
-from .data import Interactions
+from .data import Interactions, same_ids
 from .models import Recommender
 
 PER_USER = ("auc", "precision", "recall", "hit_rate", "ndcg", "map", "mrr")
@@ -50,7 +50,7 @@ def rank_metrics(scores: Tensor, exclude: Tensor, relevant: Tensor, k: int) -> d
     as excluded). Returns [B] float64 tensors; rows without a relevant item give NaN everywhere,
     and ``auc`` is NaN for rows without a negative.
     """
-    check_positive_int(k, "k")
+    k = check_positive_int(k, "k")
     s = scores.to(torch.promote_types(scores.dtype, torch.float32))
     relevant = relevant & ~exclude
     negative = ~(relevant | exclude)
@@ -115,6 +115,24 @@ def popularity_scorer(train: Interactions, device: str | torch.device = "cpu") -
     return lambda users: counts[None, :].expand(users.shape[0], -1)
 
 
+def check_same_ids(model: Recommender | ScoreFn, train: Interactions, test: Interactions
+                   ) -> None:
+    """A ValueError unless train, test and (when it records them) the model share id maps."""
+    pairs = [("train", train, "test", test)]
+    if isinstance(model, Recommender) and model.user_ids is not None:
+        pairs.insert(0, ("the model", model, "train", train))
+    for a_name, a, b_name, b in pairs:
+        a_maps = (a.user_ids, a.item_ids) if a is model else (a.users, a.items)
+        for kind, x, y in (("user", a_maps[0], b.users), ("item", a_maps[1], b.items)):
+            if not same_ids(x, y):
+                raise ValueError(
+                    f"{a_name} and {b_name} have different {kind} id maps ({len(x)} and "
+                    f"{len(y)} ids, or another order): index i would mean different {kind}s. "
+                    "Encode all parts with one mapping: recsys.make_dataset(train, test), or "
+                    "from_arrays(..., user_map=train.users, item_map=train.items)"
+                )
+
+
 def evaluate(
     model: Recommender | ScoreFn,
     train: Interactions,
@@ -125,11 +143,14 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean metrics (see the module doc) of a model, or of a function users [B] → scores [B, I],
     over the users with test items; train items are excluded from each user's ranking. The
-    result also holds ``users`` (how many were evaluated) and ``coverage@k``."""
-    check_positive_int(k, "k")
-    check_positive_int(batch_size, "batch_size")
-    if train.shape != test.shape:
-        raise ValueError(f"train {train.shape} and test {test.shape} need the same users × items")
+    result also holds ``users`` (how many were evaluated) and ``coverage@k``.
+
+    ``train``, ``test`` and the model (once fitted) must share their id maps (see
+    :func:`~.dataset.make_dataset`): data encoded separately, whose indices mean other users or
+    items, is an error rather than silently wrong numbers."""
+    k = check_positive_int(k, "k")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    check_same_ids(model, train, test)
     if isinstance(model, Recommender):
         device = torch.device(device or model._device())
         score_fn: ScoreFn = model.score_all

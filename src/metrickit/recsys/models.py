@@ -14,13 +14,31 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_positive_int
+from .data import IdMap, same_ids
 
 
 class Recommender(nn.Module):
-    """Base of the scoring models: subclasses define ``user_repr`` and ``item_repr``."""
+    """Base of the scoring models: subclasses define ``user_repr`` and ``item_repr``.
+
+    ``user_ids`` / ``item_ids`` are the id maps of the data the model was fitted on (set by
+    :func:`~.train.fit`, None before), so evaluation can check that its data uses the same ones.
+    """
 
     n_users: int
     n_items: int
+    user_ids: IdMap | None = None
+    item_ids: IdMap | None = None
+
+    def bind_ids(self, users: IdMap, items: IdMap) -> None:
+        """Record the id maps of the training data; a model fitted on data with other id maps
+        is an error (its rows would mean other users/items)."""
+        for name, mine, theirs in (("user", self.user_ids, users), ("item", self.item_ids, items)):
+            if mine is not None and not same_ids(mine, theirs):
+                raise ValueError(
+                    f"the model was fitted on data with another {name} id map: its rows mean "
+                    f"other {name}s (encode all data with one id map, see make_dataset)"
+                )
+        self.user_ids, self.item_ids = users, items
 
     def user_repr(self, users: Tensor) -> tuple[Tensor, Tensor]:
         """(vectors [..., D], biases [...]) of user indices."""
@@ -83,12 +101,12 @@ class MatrixFactorization(Recommender):
         self.n_items = check_positive_int(n_items, "n_items")
         self.dim = check_positive_int(dim, "dim")
         self.bias = bool(bias)
-        self.user_weight = nn.Parameter(torch.randn(n_users, dim + self.bias) * init_std)
-        self.item_weight = nn.Parameter(torch.randn(n_items, dim + self.bias) * init_std)
+        self.user_weight = nn.Parameter(torch.randn(self.n_users, self.dim + self.bias) * init_std)
+        self.item_weight = nn.Parameter(torch.randn(self.n_items, self.dim + self.bias) * init_std)
         if self.bias:
             with torch.no_grad():
-                self.user_weight[:, dim] = 0
-                self.item_weight[:, dim] = 0
+                self.user_weight[:, self.dim] = 0
+                self.item_weight[:, self.dim] = 0
 
     def _lookup(self, table: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
         w = table.index_select(0, idx.reshape(-1)).reshape(*idx.shape, table.shape[1])
@@ -156,7 +174,7 @@ class TwoTower(Recommender):
 
     def __init__(self, user_features, item_features, dim: int = 64, init_std: float = 0.1):
         super().__init__()
-        check_positive_int(dim, "dim")
+        dim = check_positive_int(dim, "dim")
         self.user_tower = FeatureTower(user_features, dim, init_std)
         self.item_tower = FeatureTower(item_features, dim, init_std)
         self.n_users = self.user_tower.ids.shape[0]

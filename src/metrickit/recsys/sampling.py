@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._validation import check_positive_int
 from .data import Interactions
 
 STRATEGIES = ("uniform", "popularity")
@@ -128,8 +129,7 @@ class NegativeSampler:
         self, users: Tensor, n: int = 1, generator: torch.Generator | None = None
     ) -> Tensor:
         """[B, n] negative item indices for ``users`` [B] (long, on the sampler's device)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = check_positive_int(n, "n")
         users = users.to(self.device, torch.long)[:, None].expand(-1, n)
         shape = users.shape
         if self.strategy == "uniform":

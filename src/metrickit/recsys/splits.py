@@ -15,10 +15,12 @@ Cold users and items, explicitly:
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import numpy as np
 
+from .._validation import check_nonnegative, check_positive_int
 from .data import Interactions
 
 COLD_ITEMS = ("keep", "drop")
@@ -37,6 +39,12 @@ def _finish(data: Interactions, test_mask: np.ndarray, cold_items: str) -> Split
         seen = train.item_counts() > 0
         test_mask = test_mask & seen[data.item]
     return Split(train, data.subset(test_mask))
+
+
+def _check_min_train(min_train: object) -> int:
+    if isinstance(min_train, bool) or not isinstance(min_train, numbers.Integral) or min_train < 0:
+        raise ValueError(f"min_train must be an integer >= 0, got {min_train!r}")
+    return int(min_train)
 
 
 def _rank_within_user(data: Interactions, order_key: np.ndarray) -> np.ndarray:
@@ -64,13 +72,12 @@ def random_split(
     """
     if (n_test is None) == (test_fraction is None):
         raise ValueError("give exactly one of n_test and test_fraction")
-    if n_test is not None and (isinstance(n_test, bool) or not isinstance(n_test, int)
-                               or n_test < 1):
-        raise ValueError(f"n_test must be a positive integer, got {n_test!r}")
-    if test_fraction is not None and not 0 < test_fraction < 1:
+    if n_test is not None:
+        n_test = check_positive_int(n_test, "n_test")
+    if test_fraction is not None and not 0 < check_nonnegative(test_fraction,
+                                                               "test_fraction") < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-    if min_train < 0:
-        raise ValueError(f"min_train must be >= 0, got {min_train!r}")
+    min_train = _check_min_train(min_train)
     counts = data.user_counts()
     if n_test is not None:
         per_user = np.full(data.n_users, n_test, dtype=np.int64)
@@ -88,8 +95,8 @@ def leave_last_out(
     Equal timestamps are ordered by row order (a later row counts as later)."""
     if data.timestamps is None:
         raise ValueError("leave_last_out needs timestamps, but these interactions have none")
-    if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1:
-        raise ValueError(f"n_test must be a positive integer, got {n_test!r}")
+    n_test = check_positive_int(n_test, "n_test")
+    min_train = _check_min_train(min_train)
     counts = data.user_counts()
     rank = _rank_within_user(data, data.timestamps)  # stable: ties keep row order
     from_end = counts[data.user] - 1 - rank

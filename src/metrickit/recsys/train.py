@@ -22,8 +22,11 @@ the step used (LightFM's per-row regularisation, not a global weight decay).
 
 from __future__ import annotations
 
+import numbers
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -63,17 +66,28 @@ class FitConfig:
     logq_correction: bool = True
     seed: int = 0
     progress: bool = True
+    threads: int | None = None
 
     def validate(self) -> FitConfig:
+        """Check every field (a clear error naming it); numbers, numpy scalars included, become
+        Python ints/floats."""
         check_choice(self.loss, "loss", LOSSES)
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         check_choice(self.sampler, "sampler", STRATEGIES)
         for name in ("epochs", "batch_size", "n_negatives", "max_sampled"):
-            check_positive_int(getattr(self, name), name)
-        for name in ("lr", "l2", "margin", "alpha"):
-            check_nonnegative(getattr(self, name), name)
+            setattr(self, name, check_positive_int(getattr(self, name), name))
+        for name in ("lr", "l2", "margin", "alpha", "temperature"):
+            setattr(self, name, check_nonnegative(getattr(self, name), name))
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise TypeError(f"seed must be an integer, got {self.seed!r}")
+        self.seed = int(self.seed)
+        for name in ("exclude_positives", "logq_correction", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.threads is not None:
+            self.threads = check_positive_int(self.threads, "threads")
         return self
 
     def to_dict(self) -> dict:
@@ -163,16 +177,51 @@ def make_optimizer(model: torch.nn.Module, name: str, lr: float) -> torch.optim.
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 
+def default_threads() -> int:
+    """One torch thread per idle CPU core (cores minus the 1-minute load average), at least 1."""
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        busy = 0.0
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[int]:
+    """Run with ``n`` torch intra-op threads (None: :func:`default_threads`), then restore."""
+    before = torch.get_num_threads()
+    n = default_threads() if n is None else check_positive_int(n, "threads")
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+def _epoch_record(record: dict, extra: object) -> dict:
+    if extra is None:
+        return record
+    if not isinstance(extra, Mapping):
+        raise TypeError(
+            f"on_epoch must return a mapping of named values (e.g. metrics) or None, got "
+            f"{type(extra).__name__}"
+        )
+    return {**record, **extra}
+
+
 def fit(
     model: Recommender,
     train: Interactions,
     config: FitConfig | None = None,
-    on_epoch: Callable[[int, Recommender], dict[str, float]] | None = None,
+    on_epoch: Callable[[int, Recommender], Mapping[str, float] | None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` on ``train`` in place; returns one history record per epoch with the mean
     training loss, the training seconds (excluding ``on_epoch``) and what ``on_epoch(epoch,
-    model)`` returned (e.g. test metrics). Seeded by ``config.seed`` (sampling and order; seed
-    the model's initialisation yourself, e.g. ``torch.manual_seed``)."""
+    model)`` returned (a mapping, e.g. test metrics, or None). Seeded by ``config.seed``
+    (sampling and order; seed the model's initialisation yourself, e.g. ``torch.manual_seed``).
+    Runs on ``config.threads`` torch threads (None: one per idle core). The model records
+    train's id maps (see :meth:`~.models.Recommender.bind_ids`)."""
     config = (config or FitConfig()).validate()
     if len(train) == 0:
         raise ValueError("train is empty: at least one interaction is needed")
@@ -181,6 +230,14 @@ def fit(
             f"model is for {model.n_users} users × {model.n_items} items but train has "
             f"{train.n_users} × {train.n_items}"
         )
+    model.bind_ids(train.users, train.items)
+    with torch_threads(config.threads):
+        return _fit(model, train, config, on_epoch)
+
+
+def _fit(model: Recommender, train: Interactions, config: FitConfig,
+         on_epoch: Callable[[int, Recommender], Mapping[str, float] | None] | None,
+         ) -> list[dict[str, float]]:
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     sampler = NegativeSampler(train, config.sampler, config.exclude_positives, config.alpha, device)
@@ -218,7 +275,7 @@ def fit(
         record = {"epoch": epoch, "loss": float(total) / len(train), "seconds": seconds}
         if on_epoch is not None:
             model.eval()
-            record.update(on_epoch(epoch, model))
+            record = _epoch_record(record, on_epoch(epoch, model))
         history.append(record)
     model.eval()
     return history
