@@ -4,6 +4,7 @@ Needs the ``text`` extra (``transformers``, ``tokenizers``). Built-in, without d
 model ``all-minilm-l6-v2`` and the STS-B data set (``load_stsb``), read from registry packages.
 """
 
+from .cached import cached_backward
 from .data import ScoredPairs, TextPairs, load_stsb, read_text_file
 from .encoder import SentenceEncoder, pool
 from .evaluation import (
@@ -13,6 +14,8 @@ from .evaluation import (
     retrieval_scores,
     sts_scores,
 )
+from .fit import FitConfig, fit
+from .losses import TEXT_LOSSES, TextLoss, get_text_loss
 from .sampler import NoDuplicatesBatchSampler
 
 __all__ = [
@@ -23,6 +26,12 @@ __all__ = [
     "load_stsb",
     "read_text_file",
     "NoDuplicatesBatchSampler",
+    "TEXT_LOSSES",
+    "TextLoss",
+    "get_text_loss",
+    "FitConfig",
+    "fit",
+    "cached_backward",
     "sts_scores",
     "retrieval_scores",
     "pairs_retrieval_task",

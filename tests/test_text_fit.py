@@ -1,0 +1,142 @@
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from metrickit.text.cached import cached_backward  # noqa: E402
+from metrickit.text.data import ScoredPairs, TextPairs  # noqa: E402
+from metrickit.text.encoder import SentenceEncoder  # noqa: E402
+from metrickit.text.fit import FitConfig, fit, linear_warmup  # noqa: E402
+from metrickit.text.losses import PAIRS, SCORED, TextLoss  # noqa: E402
+from tiny_text import WORDS, tiny_bert, tiny_tokenizer  # noqa: E402
+
+
+def _mnrl(a, p, negatives=None):
+    """In-batch softmax cross-entropy over scaled cosines, written with plain loops."""
+    p = p if negatives is None else torch.cat([p, negatives])
+    total = 0
+    for i in range(a.shape[0]):
+        logits = torch.stack(
+            [20 * torch.cosine_similarity(a[i], p[j], dim=0) for j in range(p.shape[0])]
+        )
+        total = total - torch.log_softmax(logits, 0)[i]
+    return total / a.shape[0]
+
+
+def _mse(x1, x2, scores):
+    return ((torch.cosine_similarity(x1, x2) - scores) ** 2).mean()
+
+
+MNRL = TextLoss("mnrl_test", PAIRS, _mnrl)
+MSE = TextLoss("mse_test", SCORED, _mse)
+
+
+def _sentences(n, seed):
+    g = np.random.default_rng(seed)
+    return [" ".join(g.choice(WORDS, size=g.integers(1, 9))) for _ in range(n)]
+
+
+def _encoder(dropout=0.0, dtype=torch.float64):
+    enc = SentenceEncoder(tiny_bert(0, dropout), tiny_tokenizer(), max_seq_length=16)
+    return enc.to(dtype)
+
+
+def _grads(enc):
+    grads = [p.grad.clone() for p in enc.parameters() if p.grad is not None]
+    assert len(grads) > 30  # every parameter but the unused pooler's
+    return grads
+
+
+@pytest.mark.parametrize("with_negatives", [False, True])
+def test_cached_gradients_equal_uncached_float64(with_negatives):
+    columns = [_sentences(10, s) for s in range(3 if with_negatives else 2)]
+    enc = _encoder()
+    enc.train()  # dropout probability 0: train mode is deterministic
+    enc.zero_grad()
+    want = MNRL([enc.embed(c) for c in columns])
+    want.backward()
+    want_grads = _grads(enc)
+    enc.zero_grad()
+    got = cached_backward(enc, columns, MNRL, mini_batch_size=3)
+    assert not got.requires_grad
+    torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
+    for g, w in zip(_grads(enc), want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
+
+
+def test_cached_with_dropout_restores_rng_per_chunk():
+    columns = [_sentences(9, 5), _sentences(9, 6)]
+    enc = _encoder(dropout=0.3)
+    enc.train()
+
+    def chunked_reference(seed):
+        torch.manual_seed(seed)
+        enc.zero_grad()
+        embs = [torch.cat([enc.embed(c[i : i + 4]) for i in range(0, 9, 4)]) for c in columns]
+        _mnrl(*embs).backward()
+        return _grads(enc), torch.get_rng_state()
+
+    want, state_after = chunked_reference(0)
+    other, _ = chunked_reference(1)
+    assert not torch.allclose(want[0], other[0])  # dropout does change the gradients
+    torch.manual_seed(0)
+    enc.zero_grad()
+    cached_backward(enc, columns, MNRL, mini_batch_size=4)
+    for g, w in zip(_grads(enc), want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
+    assert torch.equal(torch.get_rng_state(), state_after)  # the RNG moves on as uncached
+
+
+def test_linear_warmup_schedule():
+    f = linear_warmup(total_steps=10, warmup_steps=2)
+    assert [f(s) for s in range(11)] == pytest.approx(
+        [0, 0.5, 1, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0]
+    )
+
+
+def _pairs(n=24):
+    a = _sentences(n, 10)
+    return TextPairs(a, [s + " with a dog" for s in a], name="toy")
+
+
+def test_fit_pairs_learns_and_is_seeded():
+    data = _pairs()
+    config = FitConfig(loss=MNRL, batch_size=8, lr=1e-3, epochs=3, seed=0)
+    runs = []
+    for _ in range(2):
+        enc = _encoder(dtype=torch.float32)
+        history = fit(enc, data, config, evaluate=lambda e: {"n": float(len(e.encode(["a"])))})
+        runs.append(history)
+    assert runs[0]["step_loss"] == runs[1]["step_loss"]  # same seed, same run
+    assert len(runs[0]["step_loss"]) == 9 and len(runs[0]["eval"]) == 3
+    assert runs[0]["lr"][0] == 0.0 and max(runs[0]["lr"]) == pytest.approx(1e-3)
+    first = np.mean(runs[0]["step_loss"][:3])
+    last = np.mean(runs[0]["step_loss"][-3:])
+    assert last < first
+
+
+def test_fit_cached_matches_uncached_steps():
+    data = _pairs(16)
+    losses = []
+    for mini in (None, 3):
+        enc = _encoder(dtype=torch.float64)
+        config = FitConfig(loss=MNRL, batch_size=8, lr=1e-3, mini_batch_size=mini)
+        losses.append(fit(enc, data, config)["step_loss"])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-9)
+
+
+def test_fit_scored_pairs_and_data_checks():
+    s1, s2 = _sentences(12, 1), _sentences(12, 2)
+    scored = ScoredPairs(s1, s2, np.linspace(0, 5, 12), (0, 5), "toy")
+    enc = _encoder(dtype=torch.float32)
+    history = fit(enc, scored, FitConfig(loss=MSE, batch_size=4, lr=1e-3))
+    assert len(history["step_loss"]) == 3
+    with pytest.raises(ValueError, match="scored pairs"):
+        fit(enc, _pairs(), FitConfig(loss=MSE))
+    with pytest.raises(ValueError, match="min_score"):
+        fit(enc, scored, FitConfig(loss=MNRL))
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        FitConfig(warmup_ratio=2.0)
+    with pytest.raises(ValueError, match="loss"):
+        fit(enc, scored, FitConfig(loss="triplet"))
