@@ -121,7 +121,7 @@ def assert_module_contract(cls, name, aliases, functional, per_class=1, **params
     m(x, y).backward()
     assert m.proxies.grad is not None and m.proxies.grad.abs().sum() > 0
     for key in (name, *aliases):
-        built = mk.losses.get_loss(key, num_classes=3, embedding_dim=2)
+        built = mk.losses.get_loss(key, num_classes=3, embedding_dim=2, **params)
         assert type(built) is cls and built.proxies.shape == (3 * per_class, 2)
     assert mk.losses.resolve_loss_name(name) == name
     with pytest.raises(ValueError, match="num_classes"):

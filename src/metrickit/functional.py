@@ -4,7 +4,7 @@ Mirrors ``torch.nn.functional``: each function here has an ``nn.Module`` twin in
 :mod:`metrickit.losses`.
 """
 
-from .losses.arcface import arcface_loss
+from .losses.arcface import arcface_loss, subcenter_arcface_loss
 from .losses.contrastive import batch_contrastive_loss, contrastive_loss
 from .losses.cosface import cosface_loss
 from .losses.cross_batch_memory import reference_set_loss
@@ -43,4 +43,5 @@ __all__ = [
     "normalized_softmax_loss",
     "cosface_loss",
     "arcface_loss",
+    "subcenter_arcface_loss",
 ]

@@ -6,7 +6,7 @@ batch-form loss by its registered name (see :func:`list_losses`).
 
 from ._base import Loss
 from ._registry import get_loss, get_loss_class, list_losses, resolve_loss_name
-from .arcface import ArcFaceLoss
+from .arcface import ArcFaceLoss, SubCenterArcFaceLoss
 from .contrastive import BatchContrastiveLoss, ContrastiveLoss
 from .cosface import CosFaceLoss
 from .cross_batch_memory import CrossBatchMemory
@@ -47,4 +47,5 @@ __all__ = [
     "NormalizedSoftmaxLoss",
     "CosFaceLoss",
     "ArcFaceLoss",
+    "SubCenterArcFaceLoss",
 ]

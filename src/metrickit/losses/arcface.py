@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_positive, check_real, check_reduction, reduce
+from .._validation import check_int, check_positive, check_real, check_reduction, reduce
 from ._proxy import ProxyModule, check_proxy_inputs, cosines, cross_entropy_terms
 from ._registry import register_loss
 
@@ -93,4 +93,74 @@ class ArcFaceLoss(ProxyModule):
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         return arcface_loss(
             embeddings, labels, self.proxies, self.margin, self.scale, self.reduction
+        )
+
+
+def subcenter_arcface_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    proxies: Tensor,
+    sub_centers: int = 3,
+    margin: float = 0.5,
+    scale: float = 64.0,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Sub-centre ArcFace loss: ArcFace on the nearest of K sub-centres of each class.
+
+    .. math:: \cos\theta_{i,c} = \max_{k} \cos(x_i, w_{c,k}),
+
+    then :func:`arcface_loss`'s formula on these cosines (the gradient goes to the nearest
+    sub-centre of each class only).
+
+    Paper: J. Deng, J. Guo, T. Liu, M. Gong, S. Zafeiriou, "Sub-center ArcFace: Boosting Face
+    Recognition by Large-Scale Noisy Web Faces", ECCV 2020. Defaults: K = sub_centers = 3,
+    m = 0.5 rad, s = 64, mean over samples.
+
+    Args:
+        embeddings: [B, D].
+        labels: [B] class ids in [0, C).
+        proxies: [C·K, D] sub-centres, those of class c in rows c·K … c·K + K − 1.
+        sub_centers: K ≥ 1 [3].
+        margin: m in radians, 0 ≤ m < π [0.5].
+        scale: s > 0 [64].
+        reduction: "mean" | "sum" | "none" (the [B] terms) ["mean"].
+    """
+    sub_centers = check_int(sub_centers, "sub_centers", low=1)
+    labels, num_classes, dtype = check_proxy_inputs(embeddings, labels, proxies, sub_centers)
+    margin = _check_margin(margin)
+    scale = check_positive(scale, "scale")
+    check_reduction(reduction)
+    cos = cosines(embeddings, proxies, dtype)
+    cos = cos.view(-1, num_classes, sub_centers).amax(2)
+    logits = angular_margin_logits(cos, labels, margin, scale)
+    return reduce(cross_entropy_terms(logits, labels), reduction).to(embeddings.dtype)
+
+
+@register_loss("subcenter_arcface", aliases=("sub_center_arcface", "subcenter_arc_face"))
+class SubCenterArcFaceLoss(ProxyModule):
+    """Module form of :func:`subcenter_arcface_loss`; ``forward(embeddings, labels)``.
+
+    ``proxies`` [num_classes·sub_centers, embedding_dim] (the sub-centres of class c in rows
+    c·K … c·K + K − 1) is initialised N(0, 1) (PML's default).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        sub_centers: int = 3,
+        margin: float = 0.5,
+        scale: float = 64.0,
+        reduction: str = "mean",
+    ) -> None:
+        k = check_int(sub_centers, "sub_centers", low=1)
+        super().__init__(num_classes, embedding_dim, k, nn.init.normal_, reduction)
+        self.sub_centers = k
+        self.margin = _check_margin(margin)
+        self.scale = check_positive(scale, "scale")
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return subcenter_arcface_loss(
+            embeddings, labels, self.proxies, self.sub_centers, self.margin, self.scale,
+            self.reduction,
         )
