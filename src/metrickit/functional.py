@@ -9,12 +9,18 @@ from .losses.contrastive import batch_contrastive_loss, contrastive_loss
 from .losses.cosface import cosface_loss
 from .losses.cross_batch_memory import reference_set_loss
 from .losses.lifted_structure import lifted_structure_from_distances, lifted_structure_loss
+from .losses.matryoshka import matryoshka_loss
+from .losses.multiple_negatives import (
+    batch_multiple_negatives_ranking_loss,
+    multiple_negatives_ranking_loss,
+)
 from .losses.normalized_softmax import normalized_softmax_loss
 from .losses.npair import batch_npair_loss, npair_loss
 from .losses.proxy_anchor import proxy_anchor_loss
 from .losses.proxy_nca import proxy_nca_loss
 from .losses.quadruplet import batch_quadruplet_loss, quadruplet_from_distances, quadruplet_loss
 from .losses.ranking import bpr_loss, pairwise_hinge_loss, warp_loss
+from .losses.scored_pairs import angle_loss, cosent_loss, cosine_similarity_loss
 from .losses.symmetric_triplet import symmetric_triplet_loss
 from .losses.triplet import batch_triplet_loss, triplet_loss_from_distances, triplet_margin_loss
 from .losses.triplet_center import triplet_center_loss
@@ -44,4 +50,10 @@ __all__ = [
     "cosface_loss",
     "arcface_loss",
     "subcenter_arcface_loss",
+    "multiple_negatives_ranking_loss",
+    "batch_multiple_negatives_ranking_loss",
+    "cosine_similarity_loss",
+    "cosent_loss",
+    "angle_loss",
+    "matryoshka_loss",
 ]

@@ -11,12 +11,15 @@ from .contrastive import BatchContrastiveLoss, ContrastiveLoss
 from .cosface import CosFaceLoss
 from .cross_batch_memory import CrossBatchMemory
 from .lifted_structure import LiftedStructureLoss
+from .matryoshka import MatryoshkaLoss
+from .multiple_negatives import BatchMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
 from .normalized_softmax import NormalizedSoftmaxLoss
 from .npair import BatchNPairLoss, NPairLoss
 from .proxy_anchor import ProxyAnchorLoss
 from .proxy_nca import ProxyNCALoss
 from .quadruplet import BatchQuadrupletLoss, QuadrupletLoss
 from .ranking import BPRLoss, PairwiseHingeLoss, WARPLoss
+from .scored_pairs import AnglELoss, CoSENTLoss, CosineSimilarityLoss
 from .symmetric_triplet import SymmetricTripletLoss
 from .triplet import BatchTripletLoss, TripletMarginLoss
 from .triplet_center import TripletCenterLoss
@@ -48,4 +51,10 @@ __all__ = [
     "CosFaceLoss",
     "ArcFaceLoss",
     "SubCenterArcFaceLoss",
+    "MultipleNegativesRankingLoss",
+    "BatchMultipleNegativesRankingLoss",
+    "CosineSimilarityLoss",
+    "CoSENTLoss",
+    "AnglELoss",
+    "MatryoshkaLoss",
 ]
