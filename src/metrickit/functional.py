@@ -21,6 +21,7 @@ from .losses.proxy_nca import proxy_nca_loss
 from .losses.quadruplet import batch_quadruplet_loss, quadruplet_from_distances, quadruplet_loss
 from .losses.ranking import bpr_loss, pairwise_hinge_loss, warp_loss
 from .losses.scored_pairs import angle_loss, cosent_loss, cosine_similarity_loss
+from .losses.soft_triple import soft_triple_loss
 from .losses.symmetric_triplet import symmetric_triplet_loss
 from .losses.triplet import batch_triplet_loss, triplet_loss_from_distances, triplet_margin_loss
 from .losses.triplet_center import triplet_center_loss
@@ -56,4 +57,5 @@ __all__ = [
     "cosent_loss",
     "angle_loss",
     "matryoshka_loss",
+    "soft_triple_loss",
 ]

@@ -20,6 +20,7 @@ from .proxy_nca import ProxyNCALoss
 from .quadruplet import BatchQuadrupletLoss, QuadrupletLoss
 from .ranking import BPRLoss, PairwiseHingeLoss, WARPLoss
 from .scored_pairs import AnglELoss, CoSENTLoss, CosineSimilarityLoss
+from .soft_triple import SoftTripleLoss
 from .symmetric_triplet import SymmetricTripletLoss
 from .triplet import BatchTripletLoss, TripletMarginLoss
 from .triplet_center import TripletCenterLoss
@@ -57,4 +58,5 @@ __all__ = [
     "CoSENTLoss",
     "AnglELoss",
     "MatryoshkaLoss",
+    "SoftTripleLoss",
 ]
