@@ -10,6 +10,7 @@ from .losses.cosface import cosface_loss
 from .losses.cross_batch_memory import reference_set_loss
 from .losses.lifted_structure import lifted_structure_from_distances, lifted_structure_loss
 from .losses.matryoshka import matryoshka_loss
+from .losses.multi_similarity import multi_similarity_loss
 from .losses.multiple_negatives import (
     batch_multiple_negatives_ranking_loss,
     multiple_negatives_ranking_loss,
@@ -58,4 +59,5 @@ __all__ = [
     "angle_loss",
     "matryoshka_loss",
     "soft_triple_loss",
+    "multi_similarity_loss",
 ]

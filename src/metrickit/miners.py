@@ -363,3 +363,70 @@ def mine_offline(
         return empty, empty.clone(), empty.clone()
     a, p, n = (torch.cat(parts) for parts in zip(*out, strict=True))
     return a, p, n
+
+
+# ---------------------------------------------------------------------------------------------
+# Pair miners of the cosine-similarity losses.
+# ---------------------------------------------------------------------------------------------
+
+from ._validation import check_real  # noqa: E402 - this section is appended to the module
+from .masks import reference_pair_masks, resolve_references  # noqa: E402
+
+
+def _unit_pairs(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_embeddings: Tensor | None,
+    ref_labels: Tensor | None,
+    ref_offset: int | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(x̂, r̂, positive, negative)``: unit rows (float32 at least) of the anchors and the
+    references (default: the batch) and their [B, M] pair masks, without autograd."""
+    check_embeddings(embeddings)
+    labels = check_labels(labels, embeddings.shape[0])
+    refs = resolve_references(embeddings, labels, ref_embeddings, ref_labels, ref_offset)
+    pos, neg = reference_pair_masks(labels, refs)
+    x = _unit_rows(embeddings)
+    return x, x if refs.embeddings is embeddings else _unit_rows(refs.embeddings), pos, neg
+
+
+def _unit_rows(x: Tensor) -> Tensor:
+    """Unit rows (float32 at least), pre-scaled by each row's largest magnitude (no underflow)."""
+    x = x.detach().to(torch.promote_types(x.dtype, torch.float32))
+    top = x.abs().amax(1, keepdim=True)
+    return torch.nn.functional.normalize(x / torch.where(top > 0, top, 1.0), dim=1)
+
+
+class MultiSimilarityMiner:
+    r"""The pair mining step of the multi-similarity loss (Wang et al., CVPR 2019, Eqs. 7–8).
+
+    With S the cosine similarity, anchor i keeps
+
+    * the negatives n with S_in + ε > min_{p ∈ P_i} S_ip (harder than its hardest positive),
+    * the positives p with S_ip − ε < max_{n ∈ N_i} S_in (harder than its hardest negative).
+
+    ``miner(embeddings, labels, ref_embeddings=None, ref_labels=None, ref_offset=None)`` returns
+    the pairs ``(a1, p, a2, n)`` (anchors index the batch, p/n the references, row-major order)
+    for any pair-based loss's ``indices_tuple``. Default ε = 0.1 (the paper's and PML's).
+    """
+
+    def __init__(self, epsilon: float = 0.1) -> None:
+        self.epsilon = check_real(epsilon, "epsilon")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+        ref_offset: int | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        x, r, pos, neg = _unit_pairs(embeddings, labels, ref_embeddings, ref_labels, ref_offset)
+        s = x @ r.T
+        hardest_pos = s.masked_fill(~pos, float("inf")).amin(1, keepdim=True)
+        hardest_neg = s.masked_fill(~neg, float("-inf")).amax(1, keepdim=True)
+        a1, p = (pos & (s - self.epsilon < hardest_neg)).nonzero(as_tuple=True)
+        a2, n = (neg & (s + self.epsilon > hardest_pos)).nonzero(as_tuple=True)
+        return a1, p, a2, n
+

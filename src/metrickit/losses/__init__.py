@@ -12,6 +12,7 @@ from .cosface import CosFaceLoss
 from .cross_batch_memory import CrossBatchMemory
 from .lifted_structure import LiftedStructureLoss
 from .matryoshka import MatryoshkaLoss
+from .multi_similarity import MultiSimilarityLoss
 from .multiple_negatives import BatchMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
 from .normalized_softmax import NormalizedSoftmaxLoss
 from .npair import BatchNPairLoss, NPairLoss
@@ -59,4 +60,5 @@ __all__ = [
     "AnglELoss",
     "MatryoshkaLoss",
     "SoftTripleLoss",
+    "MultiSimilarityLoss",
 ]
