@@ -63,7 +63,7 @@ def _point(epoch: int, seconds: float, scores, train, test) -> dict[str, float]:
             "auc": m["auc"], "ndcg@10": m["ndcg@10"]}
 
 
-def run_lightfm(loss: str, split, dim: int, threads: int) -> list[dict] | None:
+def run_lightfm(loss: str, split, dim: int, threads: int, every: int = 1) -> list[dict] | None:
     try:
         from lightfm import LightFM
     except ImportError:
@@ -76,13 +76,16 @@ def run_lightfm(loss: str, split, dim: int, threads: int) -> list[dict] | None:
         start = time.perf_counter()
         model.fit_partial(x, epochs=1, num_threads=threads)
         total += time.perf_counter() - start
+        if epoch % every and epoch != LIGHTFM_EPOCHS:
+            continue
         ib, iv = model.get_item_representations()
         _, uv = model.get_user_representations()
         curve.append(_point(epoch, total, _scorer(uv, iv, ib), train, test))
     return curve
 
 
-def run_implicit(kind: str, split, dim: int, threads: int) -> list[dict] | None:
+def run_implicit(kind: str, split, dim: int, threads: int, every: int = 1
+                 ) -> list[dict] | None:
     try:
         from implicit.cpu.als import AlternatingLeastSquares
         from implicit.cpu.bpr import BayesianPersonalizedRanking
@@ -92,10 +95,10 @@ def run_implicit(kind: str, split, dim: int, threads: int) -> list[dict] | None:
     x = train.to_csr().astype(np.float32)
     if kind == "als":
         model = AlternatingLeastSquares(factors=dim, num_threads=threads, random_state=0)
-        total_iters, every = 15, 1
+        total_iters, every = 15, every
     else:
         model = BayesianPersonalizedRanking(factors=dim, num_threads=threads, random_state=0)
-        total_iters, every = 100, 5
+        total_iters, every = 100, 5 * every
     curve, total = [], 0.0
     for done in range(every, total_iters + 1, every):
         model.iterations = every  # fit() continues from the current factors
@@ -113,13 +116,16 @@ def ours_config(loss: str, threads: int) -> recsys.FitConfig:
                             threads=threads)
 
 
-def run_ours(loss: str, split, dim: int, threads: int) -> tuple[list[dict], dict]:
+def run_ours(loss: str, split, dim: int, threads: int, every: int = 1
+             ) -> tuple[list[dict], dict]:
     train, test = split
     torch.manual_seed(0)
     model = recsys.MatrixFactorization(train.n_users, train.n_items, dim=dim)
     cfg = ours_config(loss, threads)
 
     def on_epoch(epoch, m):
+        if epoch % every and epoch != cfg.epochs:
+            return None
         r = recsys.evaluate(m, train, test, k=10)
         return {"precision@10": r["precision@10"], "auc": r["auc"], "ndcg@10": r["ndcg@10"]}
 
@@ -127,20 +133,23 @@ def run_ours(loss: str, split, dim: int, threads: int) -> tuple[list[dict], dict
     total, curve = 0.0, []
     for h in hist:
         total += h["seconds"]
+        if "auc" not in h:
+            continue
         curve.append({"epoch": h["epoch"], "seconds": total, "precision@10": h["precision@10"],
                       "auc": h["auc"], "ndcg@10": h["ndcg@10"]})
     return curve, cfg.to_dict()
 
 
-def run_cell(method: str, split, dim: int, threads: int) -> dict | None:
+def run_cell(method: str, split, dim: int, threads: int, every: int = 1) -> dict | None:
+    """One method on one split and dimension, evaluated every ``every`` epochs (and last)."""
     side, _, loss = method.partition("-")
     config: dict = {}
     if side == "ours":
-        curve, config = run_ours(loss.replace("-", "_"), split, dim, threads)
+        curve, config = run_ours(loss.replace("-", "_"), split, dim, threads, every)
     elif side == "lightfm":
-        curve = run_lightfm(loss, split, dim, threads)
+        curve = run_lightfm(loss, split, dim, threads, every)
     else:
-        curve = run_implicit(loss, split, dim, threads)
+        curve = run_implicit(loss, split, dim, threads, every)
     if curve is None:
         return None
     best = max(curve, key=lambda p: p["precision@10"])
@@ -209,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dims", nargs="+", type=int, default=[10, 32, 64])
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
     p.add_argument("--threads", type=int, default=1, help="threads of every method [1]")
+    p.add_argument("--eval-every", type=int, default=1,
+                   help="evaluate every N epochs (implicit BPR: 5N iterations) and last [1]")
     p.add_argument("--cells-dir", default="runs/recsys-bench", help="one JSON per cell")
     p.add_argument("--redo", action="store_true", help="recompute cells already there")
     p.add_argument("--report", action="store_true", help="print the tables of the cells only")
@@ -228,12 +239,12 @@ def main(argv: list[str] | None = None) -> int:
                     if path.exists() and not args.redo:
                         continue
                     info = machine()
-                    cell = run_cell(method, split, dim, args.threads)
+                    cell = run_cell(method, split, dim, args.threads, args.eval_every)
                     if cell is None:
                         print(f"{name} {split_name} {dim} {method}: not installed", flush=True)
                         continue
                     cell.update(data=name, split=split_name, dim=dim, method=method,
-                                threads=args.threads, machine=info)
+                                threads=args.threads, eval_every=args.eval_every, machine=info)
                     tmp = path.with_suffix(".tmp")
                     tmp.write_text(json.dumps(cell, indent=1, default=float))
                     tmp.replace(path)

@@ -7,7 +7,8 @@ import torch
 from metrickit.recsys.data import IdMap, from_arrays
 from metrickit.recsys.models import MatrixFactorization
 from metrickit.recsys.sampling import NegativeSampler
-from metrickit.recsys.train import LOSSES, FitConfig, fit, harmonic, warp_step
+from metrickit.recsys.steps import harmonic, warp_step
+from metrickit.recsys.train import LOSSES, FitConfig, fit
 
 
 def _blocks(n_users=24, n_items=30, groups=3, seed=0):

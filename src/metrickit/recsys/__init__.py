@@ -20,7 +20,8 @@ from .metrics import evaluate, popularity_scorer, rank_metrics, top_k
 from .models import FeatureTower, MatrixFactorization, Recommender, TwoTower, build_features
 from .sampling import NegativeSampler
 from .splits import Split, leave_last_out, random_split
-from .train import FitConfig, default_threads, fit, warp_step
+from .steps import kos_positives, softmax_step, warp_kos_step, warp_step
+from .train import FitConfig, default_threads, fit
 
 __all__ = [
     "IdMap",
@@ -47,6 +48,9 @@ __all__ = [
     "fit",
     "default_threads",
     "warp_step",
+    "warp_kos_step",
+    "kos_positives",
+    "softmax_step",
     "evaluate",
     "popularity_scorer",
     "rank_metrics",

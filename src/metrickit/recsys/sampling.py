@@ -3,20 +3,22 @@
 Everything runs as a few tensor operations on the sampler's device, with no Python loop over
 users and no host-device sync:
 
-* excluding positives: draw uniformly (or from p_i ∝ count_i^alpha), redraw the known positives
-  a fixed number of rounds (membership is one gather in a user × item bitmap, or a
-  ``searchsorted`` over sorted keys for catalogues above 2^28 cells), then replace any positive
-  still left by an exact uniform negative: for a user with sorted positives p_0 < p_1 < … and
-  n_u = I − |P_u| negatives, draw r uniformly in [0, n_u) and return the r-th negative,
-  r + #{j : p_j − j ≤ r}. Rejection keeps uniform draws exactly uniform over the negatives;
-  popularity draws are popularity-shaped (slightly flattened for users who own most of the
-  popular items). The result is never a known positive.
+* excluding positives: draw uniformly (or from p_i ∝ count_i^alpha), then replace each draw
+  that is a known positive (membership is one gather in a user × item bitmap, or a
+  ``searchsorted`` over sorted keys for catalogues above 2^28 cells) by an exact uniform
+  negative: for a user with sorted positives p_0 < p_1 < … and n_u = I − |P_u| negatives, draw
+  r uniformly in [0, n_u) and return the r-th negative, r + #{j : p_j − j ≤ r}. For uniform
+  draws this is exactly uniform over the negatives in one pass (P(j) = 1/I + (|P_u|/I)/n_u =
+  1/n_u). Popularity draws first redraw positives a fixed number of rounds, so they stay
+  popularity-shaped (slightly flattened for users who own most of the popular items). The
+  result is never a known positive.
 
 With ``exclude_positives=False`` draws are plain uniform / popularity draws over the catalogue.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -69,6 +71,8 @@ class NegativeSampler:
         within = np.arange(cols.shape[0]) - csr.indptr[rows]
         as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=self.device)  # noqa: E731
         self._indptr = as_t(csr.indptr.astype(np.int64))
+        self._degree = as_t(degree.astype(np.int64))
+        self._pos_items = as_t(cols)
         self._n_neg = as_t((self.n_items - degree).astype(np.int64))
         # Sorted keys of the "negatives before p_j" counts (uniform) and of the positives (lookup).
         self._gap_keys = as_t(rows * (self.n_items + 1) + cols - within)
@@ -113,10 +117,10 @@ class NegativeSampler:
         self, users: Tensor, items: Tensor, draw: Callable[[], Tensor],
         generator: torch.Generator | None,
     ) -> Tensor:
-        """Redraw known positives a fixed number of rounds, then replace those left by exact
-        uniform negatives (computed only where needed on the host, everywhere on accelerators
-        so that no data-dependent sync happens)."""
-        for _ in range(_REDRAW_ROUNDS):
+        """Redraw known positives a fixed number of rounds (popularity only), then replace those
+        left by exact uniform negatives (computed only where needed on the host, everywhere on
+        accelerators so that no data-dependent sync happens)."""
+        for _ in range(_REDRAW_ROUNDS if self.strategy == "popularity" else 0):
             items = torch.where(self.is_positive(users, items), draw(), items)
         left = self.is_positive(users, items)
         if self.device.type == "cpu":
@@ -124,6 +128,35 @@ class NegativeSampler:
             items[where] = self._exact_uniform(users[where], generator)
             return items
         return torch.where(left, self._exact_uniform(users, generator), items)
+
+    def log_proposal(self) -> Tensor:
+        """[I] log-probabilities of :meth:`draw`: log(1/I) (uniform) or log(count^alpha / Σ)."""
+        if self.strategy == "uniform":
+            return torch.full((self.n_items,), -math.log(self.n_items), device=self.device)
+        w = self._weights.double()
+        return torch.log(w / w.sum()).float()
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """[n] plain draws from the catalogue by the strategy (positives of nobody excluded),
+        with replacement: the proposal of :meth:`log_proposal`."""
+        n = check_positive_int(n, "n")
+        if self.strategy == "uniform":
+            return torch.randint(0, self.n_items, (n,), generator=generator, device=self.device)
+        return torch.multinomial(self._weights, n, replacement=True, generator=generator)
+
+    def sample_positives(
+        self, users: Tensor, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """([B, n] positive items drawn uniformly with replacement from each user's positives,
+        [B] number of draws that count: min(n, |P_u|), as LightFM's k-OS WARP). Users need at
+        least one positive."""
+        n = check_positive_int(n, "n")
+        users = users.to(self.device, torch.long)
+        degree = self._degree[users]
+        u = torch.rand((users.shape[0], n), generator=generator, device=self.device,
+                       dtype=torch.float64)
+        offset = (u * degree[:, None]).long().clamp_max(degree[:, None] - 1)
+        return self._pos_items[self._indptr[users][:, None] + offset], degree.clamp_max(n)
 
     def sample(
         self, users: Tensor, n: int = 1, generator: torch.Generator | None = None

@@ -4,16 +4,16 @@ One epoch visits every training interaction (u, i⁺) once, in a seeded random o
 each batch is one vectorised step (no per-interaction Python loop), on the model's device.
 
 =====================  ========================================================================
-loss                   step for a batch of B interactions
+loss                   step for a batch of B interactions (:mod:`.steps`)
 =====================  ========================================================================
 ``"bpr"``              ``n_negatives`` sampled negatives j per row: mean softplus(s_uj − s_ui)
                        (:func:`metrickit.losses.ranking.bpr_loss`)
 ``"pairwise_hinge"``   same, with max(0, m − s_ui + s_uj) (``pairwise_hinge_loss``)
-``"warp"``             sampled WARP, see :func:`warp_step`
-``"sampled_softmax"``  in-batch negatives: softmax over the batch's items, cross-entropy on the
-                       row's own item; other rows' items that are known positives of the user
-                       are masked out; logQ correction for the popularity bias of in-batch
-                       sampling (Yi et al., RecSys 2019) when ``logq_correction``
+``"warp"``             sampled WARP, see :func:`~.steps.warp_step`
+``"warp_kos"``         k-OS WARP (Weston et al., RecSys 2013; LightFM's ``warp-kos``): WARP on
+                       the k-th best of n drawn positives, see :func:`~.steps.warp_kos_step`
+``"sampled_softmax"``  softmax over in-batch or sampled negatives with the logQ correction
+                       (Yi et al., RecSys 2019), see :func:`~.steps.softmax_step`
 =====================  ========================================================================
 
 L2 regularisation adds ``l2 ×`` the batch mean of the squared norms of the user and item vectors
@@ -30,18 +30,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._validation import check_choice, check_nonnegative, check_positive_int
-from ..functional import bpr_loss, pairwise_hinge_loss
-from ..losses.ranking import warp_rank_weight as harmonic
 from .data import Interactions
 from .models import Recommender
 from .sampling import STRATEGIES, NegativeSampler
+from .steps import SOFTMAX_NEGATIVES, pair_step, softmax_step, warp_kos_step, warp_step
 
-LOSSES = ("warp", "bpr", "pairwise_hinge", "sampled_softmax")
+LOSSES = ("warp", "warp_kos", "bpr", "pairwise_hinge", "sampled_softmax")
 OPTIMIZERS = ("adagrad", "adam")
 
 
@@ -59,6 +57,10 @@ class FitConfig:
     margin: float = 1.0
     n_negatives: int = 1
     max_sampled: int = 10
+    kos_k: int = 5
+    kos_n: int = 10
+    softmax_negatives: str = "in_batch"
+    n_sampled: int = 256
     sampler: str = "uniform"
     alpha: float = 1.0
     exclude_positives: bool = True
@@ -74,7 +76,9 @@ class FitConfig:
         check_choice(self.loss, "loss", LOSSES)
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         check_choice(self.sampler, "sampler", STRATEGIES)
-        for name in ("epochs", "batch_size", "n_negatives", "max_sampled"):
+        check_choice(self.softmax_negatives, "softmax_negatives", SOFTMAX_NEGATIVES)
+        for name in ("epochs", "batch_size", "n_negatives", "max_sampled", "kos_k", "kos_n",
+                     "n_sampled"):
             setattr(self, name, check_positive_int(getattr(self, name), name))
         for name in ("lr", "l2", "margin", "alpha", "temperature"):
             setattr(self, name, check_nonnegative(getattr(self, name), name))
@@ -94,80 +98,20 @@ class FitConfig:
         return asdict(self)
 
 
-def _dot(pu: Tensor, bu: Tensor, q: Tensor, b: Tensor) -> Tensor:
-    if q.dim() == pu.dim() + 1:
-        return torch.einsum("bd,bmd->bm", pu, q) + bu[:, None] + b
-    return (pu * q).sum(-1) + bu + b
-
-
-def warp_step(
-    model: Recommender, sampler: NegativeSampler, users: Tensor, items: Tensor,
-    margin: float, max_sampled: int, generator: torch.Generator | None,
-) -> tuple[Tensor, list[Tensor]]:
-    r"""Per-interaction sampled WARP (Weston, Bengio & Usunier, IJCAI 2011), vectorised.
-
-    For each row (u, i⁺): draw ``max_sampled`` negatives of u at once, score them without
-    gradient, take the first j with s_uj > s_ui − m (drawn at position N), estimate the rank
-    r = max(1, ⌊n_neg(u) / N⌋) and return the term Φ(r)·max(0, m − s_ui + s_uj) through
-    ``pairwise_hinge_loss`` (0 when no violator was drawn).
-
-    Why not :func:`metrickit.losses.ranking.warp_loss`: it needs the full [Q, I] score matrix
-    and scores all positives of a query; per-interaction training only needs the scores of M
-    sampled items per row (B·M·D work instead of B·I·D) and a gradient for one pair. Φ and the
-    rank estimate are the same. Returns the [B] terms and the vectors used (for L2).
-    """
-    pu, bu = model.user_repr(users)
-    cand = sampler.sample(users, max_sampled, generator)
-    with torch.no_grad():
-        qi, bi = model.item_repr(items)
-        qc, bc = model.item_repr(cand)
-        s_pos = _dot(pu.detach(), bu.detach(), qi, bi)
-        violates = _dot(pu.detach(), bu.detach(), qc, bc) > (s_pos - margin)[:, None]
-        first = violates.to(torch.uint8).argmax(1)
-        found = violates.any(1)
-        rank = torch.div(sampler.n_negatives(users), first + 1, rounding_mode="floor")
-        weight = torch.where(found, harmonic(rank.clamp_min(1).to(s_pos.dtype)), 0.0)
-    neg = cand.gather(1, first[:, None]).squeeze(1)
-    q, b = model.item_repr(torch.cat([items, neg]))
-    n = users.shape[0]
-    s_pos, s_neg = _dot(pu, bu, q[:n], b[:n]), _dot(pu, bu, q[n:], b[n:])
-    hinge = pairwise_hinge_loss(s_pos, s_neg, margin, reduction="none")
-    return weight * hinge, [pu, q[:n], q[n:] * found[:, None]]
-
-
-def _pair_step(
-    model: Recommender, sampler: NegativeSampler, users: Tensor, items: Tensor,
-    config: FitConfig, generator: torch.Generator | None,
-) -> tuple[Tensor, list[Tensor]]:
-    n, k = users.shape[0], config.n_negatives
-    pu, bu = model.user_repr(users)
-    neg = sampler.sample(users, k, generator)
-    q, b = model.item_repr(torch.cat([items, neg.reshape(-1)]))
-    s_pos = _dot(pu, bu, q[:n], b[:n])
-    s_neg = _dot(pu, bu, q[n:].reshape(n, k, -1), b[n:].reshape(n, k))
-    if config.loss == "bpr":
-        terms = bpr_loss(s_pos, s_neg, reduction="none")
-    else:
-        terms = pairwise_hinge_loss(s_pos, s_neg, config.margin, reduction="none")
-    return terms.mean(1), [pu, q[:n], q[n:]]
-
-
-def _softmax_step(
-    model: Recommender, sampler: NegativeSampler, users: Tensor, items: Tensor,
-    config: FitConfig, log_q: Tensor,
-) -> tuple[Tensor, list[Tensor]]:
-    pu, _ = model.user_repr(users)
-    qi, bi = model.item_repr(items)
-    logits = (pu @ qi.T + bi[None, :]) / config.temperature
-    if config.logq_correction:
-        logits = logits - log_q[items][None, :]
-    own = torch.eye(users.shape[0], dtype=torch.bool, device=users.device)
-    known = sampler.is_positive(users[:, None], items[None, :]) & ~own
-    if not config.exclude_positives:
-        known = torch.zeros_like(known)
-    logits = logits.masked_fill(known, float("-inf"))
-    target = torch.arange(users.shape[0], device=users.device)
-    return F.cross_entropy(logits.float(), target, reduction="none"), [pu, qi]
+def _step(model: Recommender, sampler: NegativeSampler, users: Tensor, items: Tensor,
+          config: FitConfig, log_q: Tensor, generator: torch.Generator | None,
+          ) -> tuple[Tensor, list[Tensor]]:
+    c = config
+    if c.loss == "warp":
+        return warp_step(model, sampler, users, items, c.margin, c.max_sampled, generator)
+    if c.loss == "warp_kos":
+        return warp_kos_step(model, sampler, users, c.kos_k, c.kos_n, c.margin, c.max_sampled,
+                             generator)
+    if c.loss == "sampled_softmax":
+        return softmax_step(model, sampler, users, items, c.softmax_negatives, c.n_sampled,
+                            c.temperature, c.logq_correction, c.exclude_positives, log_q,
+                            generator)
+    return pair_step(model, sampler, users, items, c.loss, c.n_negatives, c.margin, generator)
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
@@ -256,14 +200,7 @@ def _fit(model: Recommender, train: Interactions, config: FitConfig,
         for lo in tqdm(batches, desc=f"epoch {epoch}", disable=not config.progress, leave=False):
             idx = order[lo : lo + config.batch_size]
             u, i = users[idx], items[idx]
-            if config.loss == "warp":
-                terms, used = warp_step(
-                    model, sampler, u, i, config.margin, config.max_sampled, generator
-                )
-            elif config.loss == "sampled_softmax":
-                terms, used = _softmax_step(model, sampler, u, i, config, log_q)
-            else:
-                terms, used = _pair_step(model, sampler, u, i, config, generator)
+            terms, used = _step(model, sampler, u, i, config, log_q, generator)
             loss = terms.mean()
             if config.l2:
                 loss = loss + config.l2 * sum(v.pow(2).sum(-1).mean() for v in used)
