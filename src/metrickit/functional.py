@@ -5,6 +5,7 @@ Mirrors ``torch.nn.functional``: each function here has an ``nn.Module`` twin in
 """
 
 from .losses.arcface import arcface_loss, subcenter_arcface_loss
+from .losses.circle import circle_loss
 from .losses.contrastive import batch_contrastive_loss, contrastive_loss
 from .losses.cosface import cosface_loss
 from .losses.cross_batch_memory import reference_set_loss
@@ -60,4 +61,5 @@ __all__ = [
     "matryoshka_loss",
     "soft_triple_loss",
     "multi_similarity_loss",
+    "circle_loss",
 ]

@@ -7,6 +7,7 @@ batch-form loss by its registered name (see :func:`list_losses`).
 from ._base import Loss
 from ._registry import get_loss, get_loss_class, list_losses, resolve_loss_name
 from .arcface import ArcFaceLoss, SubCenterArcFaceLoss
+from .circle import CircleLoss
 from .contrastive import BatchContrastiveLoss, ContrastiveLoss
 from .cosface import CosFaceLoss
 from .cross_batch_memory import CrossBatchMemory
@@ -61,4 +62,5 @@ __all__ = [
     "MatryoshkaLoss",
     "SoftTripleLoss",
     "MultiSimilarityLoss",
+    "CircleLoss",
 ]
