@@ -18,6 +18,7 @@ from .losses.multiple_negatives import (
 )
 from .losses.normalized_softmax import normalized_softmax_loss
 from .losses.npair import batch_npair_loss, npair_loss
+from .losses.ntxent import ntxent_loss, supcon_loss
 from .losses.proxy_anchor import proxy_anchor_loss
 from .losses.proxy_nca import proxy_nca_loss
 from .losses.quadruplet import batch_quadruplet_loss, quadruplet_from_distances, quadruplet_loss
@@ -62,4 +63,6 @@ __all__ = [
     "soft_triple_loss",
     "multi_similarity_loss",
     "circle_loss",
+    "ntxent_loss",
+    "supcon_loss",
 ]

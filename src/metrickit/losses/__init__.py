@@ -17,6 +17,7 @@ from .multi_similarity import MultiSimilarityLoss
 from .multiple_negatives import BatchMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
 from .normalized_softmax import NormalizedSoftmaxLoss
 from .npair import BatchNPairLoss, NPairLoss
+from .ntxent import NTXentLoss, SupConLoss
 from .proxy_anchor import ProxyAnchorLoss
 from .proxy_nca import ProxyNCALoss
 from .quadruplet import BatchQuadrupletLoss, QuadrupletLoss
@@ -63,4 +64,6 @@ __all__ = [
     "SoftTripleLoss",
     "MultiSimilarityLoss",
     "CircleLoss",
+    "NTXentLoss",
+    "SupConLoss",
 ]
