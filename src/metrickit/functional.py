@@ -28,6 +28,7 @@ from .losses.soft_triple import soft_triple_loss
 from .losses.symmetric_triplet import symmetric_triplet_loss
 from .losses.triplet import batch_triplet_loss, triplet_loss_from_distances, triplet_margin_loss
 from .losses.triplet_center import triplet_center_loss
+from .losses.tuplet_margin import tuplet_margin_loss
 
 __all__ = [
     "contrastive_loss",
@@ -65,4 +66,5 @@ __all__ = [
     "circle_loss",
     "ntxent_loss",
     "supcon_loss",
+    "tuplet_margin_loss",
 ]

@@ -27,6 +27,7 @@ from .soft_triple import SoftTripleLoss
 from .symmetric_triplet import SymmetricTripletLoss
 from .triplet import BatchTripletLoss, TripletMarginLoss
 from .triplet_center import TripletCenterLoss
+from .tuplet_margin import TupletMarginLoss
 
 __all__ = [
     "Loss",
@@ -66,4 +67,5 @@ __all__ = [
     "CircleLoss",
     "NTXentLoss",
     "SupConLoss",
+    "TupletMarginLoss",
 ]
