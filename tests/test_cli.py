@@ -152,12 +152,14 @@ def test_demo_trains_evaluates_and_replaces_only_its_own_runs(tmp_path, capsys, 
     assert "holds no metrickit run" in err and (other / "keep.txt").read_text() == "x"
 
 
-def test_demo_uses_only_idle_cpus(monkeypatch):
-    monkeypatch.setattr(demo.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    monkeypatch.setattr(demo.os, "getloadavg", lambda: (2.2, 0.0, 0.0), raising=False)
-    assert demo._idle_cpus() == 2
-    monkeypatch.setattr(demo.os, "getloadavg", lambda: (9.0, 0.0, 0.0), raising=False)
-    assert demo._idle_cpus() == 1
+def test_commands_use_only_idle_cpus_by_default(monkeypatch):
+    from metrickit import threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.2, 0.0, 0.0), raising=False)
+    assert threads.idle_cpus() == 2
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (9.0, 0.0, 0.0), raising=False)
+    assert threads.idle_cpus() == 1
 
 
 def test_demo_defaults_follow_the_spec():
@@ -230,7 +232,7 @@ def test_resume_errors_leave_the_run_untouched(tmp_path, capsys):
     err = error_of(capsys, ["train", "--resume", str(run), "--lr", "0.5", "--quiet"])
     assert "cannot resume" in err and "lr: 0.5 != 0.001" in err
     err = error_of(capsys, ["train", *FLAGS, "-o", str(run)])
-    assert "is not empty" in err and "--resume" in err
+    assert "holds another run" in err and "--resume" in err
     err = error_of(capsys, ["train", "--resume", str(run), "-o", str(tmp_path / "x")])
     assert "--output and --resume name different run directories" in err
     assert snapshot(run) == before

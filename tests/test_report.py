@@ -152,3 +152,23 @@ def test_metrics_table_value_types():
     # columns aligned: every value ends in the same column
     assert len({len(line) for line in lines[2:]}) == 1
     assert format_metrics_table({}) == "metric\n------"
+
+
+def test_eer_and_error_rates_are_lower_is_better_and_thresholds_are_not_scores():
+    from metrickit.report import best_columns, is_score, lower_is_better
+
+    cols = {
+        "raw input": {"eer": 0.33, "verification_threshold": 8.07, "tar_at_far_1e-3": 0.06,
+                      "num_queries": 1000, "error_rate": 0.2},
+        "untrained": {"eer": 0.39, "verification_threshold": 0.02, "tar_at_far_1e-3": 0.04,
+                      "num_queries": 1000, "error_rate": 0.3},
+        "trained": {"eer": 0.02, "verification_threshold": 0.76, "tar_at_far_1e-3": 0.83,
+                    "num_queries": 999, "error_rate": 0.1},
+    }  # fmt: skip
+    assert best_columns(cols, "eer") == {"trained"}
+    assert best_columns(cols, "error_rate") == {"trained"}
+    assert best_columns(cols, "tar_at_far_1e-3") == {"trained"}  # a TAR, higher is better
+    assert best_columns(cols, "verification_threshold") == set()
+    assert best_columns(cols, "num_queries") == set()
+    assert lower_is_better("eer") and not lower_is_better("tar_at_far_1e-2")
+    assert not is_score("verification_threshold") and is_score("map_at_r")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import metrickit as mk
+from metrickit import rundir as rundir_module
 from metrickit.training import CheckpointError, build_loss, load_checkpoint, save_checkpoint
 from metrickit.training import checkpoint as ckpt_module
 from metrickit.training.checkpoint import rng_state, set_rng_state
@@ -184,7 +185,7 @@ def test_crash_before_rename_keeps_previous_checkpoint(tmp_path, monkeypatch):
     def interrupted_replace(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt_module.os, "replace", interrupted_replace)
+    monkeypatch.setattr(rundir_module.os, "replace", interrupted_replace)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"epoch": 2}, path)
     monkeypatch.undo()

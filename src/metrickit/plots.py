@@ -22,6 +22,7 @@ from torch import nn
 from ._validation import check_choice, check_positive_int
 from .distances import rowwise_distance
 from .losses import get_loss
+from .rundir import atomic_write
 
 ArrayLike = Any  # numpy array, torch tensor or nested sequence of numbers
 
@@ -50,10 +51,10 @@ def _floats(x: ArrayLike, name: str, ndim: int = 1) -> np.ndarray:
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=_DPI, bbox_inches="tight")
-    return path
+    """Save ``fig`` as a PNG atomically (temporary file + rename)."""
+    return atomic_write(
+        path, lambda f: fig.savefig(f, format="png", dpi=_DPI, bbox_inches="tight")
+    )
 
 
 # ---------------------------------------------------------------------------------------------

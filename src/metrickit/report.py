@@ -6,23 +6,22 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import __version__
+from .rundir import atomic_write_text
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Metric names containing one of these are better when smaller; all others when larger.
-_LOWER_IS_BETTER = (
-    "loss",
-    "error",
-    "distance",
-    "time",
-    "seconds",
-    "mean_rank",
-    "median_rank",
-    "overlap",
-)
+# A metric is judged by the words of its name before "_at_" (tar_at_far_1e-3 is a TAR): these
+# words make it better when smaller; all others when larger.
+_LOWER_IS_BETTER = frozenset(
+    {"loss", "error", "errors", "err", "eer", "far", "frr", "distance", "time", "seconds",
+     "rank", "overlap"}
+)  # fmt: skip
+# Words of values that are settings or counts, not scores: never highlighted as "best".
+_NOT_SCORES = frozenset({"threshold", "num", "count", "users", "samples", "epochs", "pairs"})
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
@@ -72,15 +71,26 @@ def _number(value: object) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _words(name: str) -> set[str]:
+    return set(re.split(r"[^a-z0-9]+", name.lower()))
+
+
 def lower_is_better(metric: str) -> bool:
-    """Whether a metric is better when smaller, judged from its name (losses, errors, ...)."""
-    name = metric.lower()
-    return any(key in name for key in _LOWER_IS_BETTER)
+    """Whether a metric is better when smaller, judged from the words of its name before
+    ``_at_`` (losses, errors, EER, FAR, distances, ranks, times)."""
+    return bool(_words(metric.lower().split("_at_")[0]) & _LOWER_IS_BETTER)
+
+
+def is_score(metric: str) -> bool:
+    """Whether a metric is a score to compare (not a threshold, a count or a setting)."""
+    return not _words(metric) & _NOT_SCORES
 
 
 def best_columns(metrics: Metrics, metric: str) -> set[str]:
-    """The columns holding the best value of ``metric`` (empty when fewer than two columns have
-    a finite value or all values are equal)."""
+    """The columns holding the best value of ``metric`` (empty for thresholds and counts, and
+    when fewer than two columns have a finite value or all values are equal)."""
+    if not is_score(metric):
+        return set()
     values = {c: _number(col.get(metric)) for c, col in metrics.items()}
     values = {c: v for c, v in values.items() if v is not None}
     if len(values) < 2 or len(set(values.values())) == 1:
@@ -145,8 +155,9 @@ def _metrics_html(metrics: Metrics) -> str:
             for c in columns
         )
         rows.append(f"<tr><th>{html.escape(str(name))}</th>{cells}</tr>")
-    note = "<p><small>Best value per row highlighted (lower is better for losses, errors, "
-    note += "distances, ranks and times; higher otherwise).</small></p>"
+    note = "<p><small>Best value per row highlighted (lower is better for losses, errors, EER, "
+    note += "FAR, distances, ranks and times; higher otherwise; thresholds and counts are not "
+    note += "scores and are not highlighted).</small></p>"
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>{note}"
 
 
@@ -197,7 +208,4 @@ def write_report(
         f"<footer>written by metrickit {html.escape(__version__)}</footer>"
         "</body></html>\n"
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out = run_dir / "report.html"
-    out.write_text(doc, encoding="utf-8")
-    return out
+    return atomic_write_text(run_dir / "report.html", doc)

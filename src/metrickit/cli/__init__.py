@@ -2,8 +2,9 @@
 
 Each sub-command module defines ``add_parser(subparsers)`` (which sets ``func`` on its parser) and
 is listed in ``_COMMANDS``. Errors a user can fix (:class:`UsageError`, ``ValueError`` from input
-validation, missing files, a missing data-carrier package) print one clear line and exit with
-status 2.
+validation, a run directory that cannot be used, missing or unwritable files, a missing
+data-carrier package) print one clear line and exit with status 2. The flags every sub-command
+shares are spelled once, in :mod:`metrickit.cli._common`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-_COMMANDS = ("demo", "train", "evaluate", "recsys")
+_COMMANDS = ("demo", "train", "evaluate", "embed", "index", "search", "recsys")
 
 
 class UsageError(Exception):
@@ -44,8 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError, ModuleNotFoundError) as exc:
-        print(f"metrickit {args.command}: error: {exc}", file=sys.stderr)
+    except (UsageError, ValueError, ModuleNotFoundError, OSError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"metrickit {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,7 +1,8 @@
 """``metrickit evaluate RUN_DIR``: re-evaluate a saved run from its last checkpoint.
 
 Prints the metrics table (raw input, untrained and trained network on the test split) and
-rewrites the run's metrics.json, history.csv, plots and report.html.
+rewrites the run's metrics.json, history.csv, plots and report.html (atomically, holding the
+run's lock).
 """
 
 from __future__ import annotations
@@ -9,26 +10,33 @@ from __future__ import annotations
 import argparse
 import time
 
+from ._common import add_device, add_run_dir, add_threads, apply_threads, run_dir_of
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="re-evaluate a saved run", description=__doc__.replace("``", "")
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by metrickit train")
-    parser.add_argument("--device", help="cpu, cuda or auto (default: the run's device)")
+    add_run_dir(parser, "a directory written by metrickit train")
+    add_device(parser, help="cpu, cuda or auto (default: the run's device)")
+    add_threads(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..rundir import locked
     from ..training import Trainer
-    from ..training.outputs import write_run_outputs
+    from ..training.trainer import CONFIG_FILE, RUN_KIND
     from .train import print_results
 
+    run_dir = run_dir_of(args, "evaluate")
     start = time.perf_counter()
+    apply_threads(args)
     overrides = {"device": args.device} if args.device else {}
-    trainer = Trainer.from_run_dir(args.run_dir, overrides, progress=False)
-    trainer.restore()
-    results = trainer.evaluate()
-    write_run_outputs(trainer, results)
+    with locked(run_dir, RUN_KIND, required=CONFIG_FILE):
+        trainer = Trainer.from_run_dir(run_dir, overrides, progress=False)
+        trainer.restore()
+        results = trainer.evaluate()
+        trainer.write_outputs(results)
     print_results(trainer.run_dir, results, time.perf_counter() - start)
     return 0

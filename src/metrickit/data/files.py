@@ -4,6 +4,7 @@ NumPy ``.npy`` / ``.npz`` arrays. The formats are described in docs/data.md."""
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,8 @@ def load_image_folder(
             elif arr.shape != first[1]:
                 raise ValueError(
                     f"image {file} has size {arr.shape[:2]} but {first[0]} has {first[1][:2]}; "
-                    "pass image_size=... to resize all images to one size"
+                    "resize all images to one size with --image-size (config/TrainConfig: "
+                    "image_size)"
                 )
             arrays.append(arr)
             labels.append(folder.name)
@@ -95,7 +97,7 @@ def load_csv(path: Path, label_column: str = "label") -> LabelledData:
     if label_column not in header:
         raise ValueError(
             f"label column {label_column!r} not found in {path}; columns are: {', '.join(header)} "
-            "(pass label_column=...)"
+            "(choose one with --label-column; config/TrainConfig: label_column)"
         )
     li = header.index(label_column)
     feats = [i for i in range(len(header)) if i != li]
@@ -107,11 +109,16 @@ def load_csv(path: Path, label_column: str = "label") -> LabelledData:
             raise ValueError(f"{path}, line {r + 2}: expected {len(header)} fields, got {len(row)}")
         for j, c in enumerate(feats):
             try:
-                x[r, j] = float(row[c])
+                x[r, j] = value = float(row[c])
             except ValueError:
                 raise ValueError(
                     f"{path}, line {r + 2}: column {header[c]!r} is not a number: {row[c]!r}"
                 ) from None
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"{path}, line {r + 2}: column {header[c]!r} is not a finite number: "
+                    f"{row[c].strip()!r}"
+                )
     labels = np.array([row[li].strip() for row in body], dtype=str)
     return from_arrays(x, _numeric_if_integral(labels), str(path))
 
@@ -143,6 +150,12 @@ def load_arrays(path: Path) -> LabelledData:
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise ValueError(f"{path}: x must be numeric, got dtype {x.dtype}")
     y = _numeric_if_integral(y)
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        bad = np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0]
+        raise ValueError(
+            f"{path}: x holds a value that is not finite (NaN or inf) at row {bad[0]}, "
+            f"feature {bad[1]}"
+        )
     scale = 255.0 if x.dtype == np.uint8 else 1.0
     x = x.astype(np.float32) / scale
     image_shape = None

@@ -9,18 +9,25 @@ refused instead of executed.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
+from ..rundir import atomic_write, atomic_write_text, remove_stale_temporaries
+
+__all__ = [
+    "CheckpointError",
+    "atomic_write_text",
+    "load_checkpoint",
+    "remove_stale_temporaries",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
 FORMAT = "metrickit-checkpoint-v1"
-_TMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(ValueError):
@@ -29,37 +36,7 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` (tensors and primitive containers) to ``path`` atomically."""
-    _atomic_write(Path(path), lambda f: torch.save({"format": FORMAT, **state}, f))
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Replace the text file ``path`` atomically (same temp-file + ``os.replace`` scheme)."""
-    _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
-
-
-def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete the temporary files a writer killed mid-save left in ``directory``; return them."""
-    stale = sorted(Path(directory).glob(f".*{_TMP_SUFFIX}"))
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -96,17 +73,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -25,8 +25,11 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 PROTOCOLS = ("holdout", "zero_shot")
 MINERS = ("all", "hard", "semihard")
+IMAGE_MODES = ("L", "RGB")
 # Options that may change when a run is resumed: more epochs, or a moved run directory.
 RESUMABLE_CHANGES = ("epochs", "output")
+# config.json also records what a saved model needs to embed new data (see Trainer.run_inputs)
+INPUTS_KEY = "inputs"
 
 
 @dataclass
@@ -34,10 +37,16 @@ class TrainConfig:
     """Every option of a training run (see docs/training.md).
 
     Defaults: digits data, MLP with 64-D L2-normalised embeddings, triplet loss with its own
-    defaults (``miner=None`` keeps the loss's ``mining``), P×K = 8×4 batches, Adam at 1e-3,
+    defaults (``miner=None`` keeps the loss's ``mining``), P×K batches with K = 4 and P = 8 or the
+    number of training classes when fewer (``p=None``), Adam at 1e-3,
     10 epochs, seed 0, hold-out split with the protocol's default test size (``test_size=None``:
     20% of the samples for "holdout", half of the classes for "zero_shot"), evaluation once at
     the end (``eval_every=0``).
+
+    Data options: ``label_column`` (CSV files), ``image_size`` (image folders: resize to this
+    side, or ``[height, width]``), ``image_mode`` ("L" greyscale or "RGB", image folders) and
+    ``standardize`` (z-score every feature with the training split's mean and standard
+    deviation; feature vectors only, applied again when the run's model embeds new data).
     """
 
     dataset: str = "digits"
@@ -47,7 +56,7 @@ class TrainConfig:
     loss: str = "triplet"
     loss_params: dict[str, Any] = field(default_factory=dict)
     miner: str | None = None
-    p: int = 8
+    p: int | None = None
     k: int = 4
     batches_per_epoch: int | None = None
     optimizer: str = "adam"
@@ -60,20 +69,40 @@ class TrainConfig:
     test_size: float | int | None = None
     eval_every: int = 0
     output: str = "runs/train"
+    label_column: str = "label"
+    image_size: int | list[int] | None = None
+    image_mode: str = "L"
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         _check_str(self.dataset, "dataset")
         _check_str(self.model, "model")
         _check_str(self.loss, "loss")
         _check_str(self.output, "output")
-        for name in ("embedding_dim", "p", "k", "epochs"):
+        for name in ("embedding_dim", "k", "epochs"):
             _check_int(getattr(self, name), name, minimum=1)
+        if self.p is not None:
+            _check_int(self.p, "p", minimum=1)
+        _check_str(self.label_column, "label_column")
+        _check_choice(self.image_mode, "image_mode", IMAGE_MODES)
+        if isinstance(self.image_size, tuple):
+            self.image_size = list(self.image_size)
+        size = self.image_size
+        if isinstance(size, list) and len(size) == 1:
+            size = self.image_size = size[0]
+        if size is not None and not (
+            isinstance(size, list) and len(size) == 2 or isinstance(size, int)
+        ):
+            raise ValueError(f"image_size must be an integer or [height, width], got {size!r}")
+        for side in size if isinstance(size, list) else [] if size is None else [size]:
+            _check_int(side, "image_size", minimum=1)
         _check_int(self.seed, "seed", minimum=0)
         _check_int(self.eval_every, "eval_every", minimum=0)
         if self.batches_per_epoch is not None:
             _check_int(self.batches_per_epoch, "batches_per_epoch", minimum=1)
-        if not isinstance(self.normalize, bool):
-            raise ValueError(f"normalize must be true or false, got {self.normalize!r}")
+        for name in ("normalize", "standardize"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.loss_params, Mapping) or not all(
             isinstance(key, str) for key in self.loss_params
         ):
@@ -103,7 +132,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a mapping; keys may use hyphens or underscores; unknown keys are refused."""
+        """Build from a mapping; keys may use hyphens or underscores; unknown keys are refused.
+
+        A run's ``config.json`` can be passed as it is: its ``inputs`` record is left out.
+        """
         return cls(**_normalise_keys(values))
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,7 +148,12 @@ class TrainConfig:
         """A copy with ``overrides`` applied; ``loss_params`` are merged key by key."""
         values = self.to_dict()
         overrides = _normalise_keys(overrides)
-        params = {**values["loss_params"], **overrides.pop("loss_params", {})}
+        given = overrides.pop("loss_params", {})
+        if not isinstance(given, Mapping):
+            raise ValueError(
+                f"loss_params must be a mapping of parameter names to values, got {given!r}"
+            )
+        params = {**values["loss_params"], **given}
         return TrainConfig(**{**values, **overrides, "loss_params": params})
 
     def differences(self, other: TrainConfig) -> list[str]:
@@ -162,15 +199,27 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def read_config_json(path: str | Path) -> dict[str, Any]:
-    """The options saved with a run (its ``config.json``)."""
+    """The options saved with a run (its ``config.json``, without the ``inputs`` record)."""
+    return _normalise_keys(read_run_config(path))
+
+
+def read_run_config(path: str | Path) -> dict[str, Any]:
+    """A run's whole ``config.json``: the options and, from metrickit 0.1 on, ``inputs``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{str(path.parent)!r} holds no metrickit run (no {path.name})")
-    return read_config_file(path)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{str(path)!r} could not be read: {exc}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{str(path)!r} must hold a mapping of options")
+    return values
 
 
 def _normalise_keys(values: Mapping[str, Any]) -> dict[str, Any]:
-    out = {str(key).replace("-", "_"): value for key, value in values.items()}
+    """Keys with underscores; a run's ``inputs`` record (not an option) is left out."""
+    out = {str(key).replace("-", "_"): value for key, value in values.items() if key != INPUTS_KEY}
     unknown = sorted(set(out) - set(field_names()))
     if unknown:
         raise ValueError(

@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -20,23 +21,24 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .. import distributed as mkd
-from ..data import LabelledData, load_dataset, split_dataset
+from ..data import LabelledData, list_datasets, load_dataset, split_dataset
+from ..distances import DISTANCES
 from ..evaluation import evaluate_embeddings
+from ..evaluation.retrieval import DEFAULT_KS
 from ..losses import get_loss, get_loss_class, list_losses, resolve_loss_name
 from ..miners import triplet_difficulty
 from ..models import build_model
+from ..rundir import RunDir, check_new, remove_stale_temporaries
 from ..samplers import PKSampler
 from . import outputs
 from .checkpoint import (
     CheckpointError,
-    atomic_write_text,
     load_checkpoint,
-    remove_stale_temporaries,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from .config import TrainConfig, read_config_json
+from .config import INPUTS_KEY, TrainConfig, read_config_json
 
 CONFIG_FILE = "config.json"
 LAST = Path("checkpoints") / "last.pt"
@@ -44,6 +46,19 @@ INITIAL = Path("checkpoints") / "init.pt"
 DIFFICULTIES = ("easy", "semihard", "hard")
 _SUMMARY_METRICS = ("test_precision_at_1", "test_map_at_r")
 _EVAL_BATCH = 1024
+DEFAULT_P = 8
+RUN_KIND = "train"
+
+
+class StepResult(NamedTuple):
+    """What one optimiser step reports: the loss and, for triplet losses, the batch's triplet
+    counts by difficulty at the loss's margin (None otherwise)."""
+
+    loss: float
+    easy: float | None = None
+    semihard: float | None = None
+    hard: float | None = None
+    total: float | None = None
 
 
 class Trainer:
@@ -65,13 +80,20 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
 
-        data = load_dataset(cfg.dataset)
+        data = load_config_data(cfg)
         train, test = split_dataset(data, cfg.protocol, cfg.test_size, seed=cfg.seed)
         self.data_name = data.name
         self.image_shape = data.image_shape
         self.x_train, self.y_train, self.train_classes = _as_tensors(train, "training")
         self.x_test, self.y_test, self.test_classes = _as_tensors(test, "test")
-        _check_trainable(self.y_train, self.train_classes, cfg.p)
+        self.p = cfg.p if cfg.p is not None else min(DEFAULT_P, len(self.train_classes))
+        _check_trainable(self.y_train, self.train_classes, self.p)
+        _check_evaluable(self.y_test)
+        self.standardization = None
+        if cfg.standardize:
+            self.standardization = _standardization(self.x_train, self.image_shape)
+            self.x_train = standardize(self.x_train, self.standardization)
+            self.x_test = standardize(self.x_test, self.standardization)
 
         self.input_shape = tuple(self.x_train.shape[1:])
         self.model = self._new_model()
@@ -80,6 +102,8 @@ class Trainer:
             cfg.loss, cfg.loss_params, cfg.miner, len(self.train_classes), cfg.embedding_dim
         ).to(self.device)
         self.difficulty_options = _difficulty_options(cfg.loss, self.loss_fn)
+        distance = getattr(self.loss_fn, "distance", "euclidean")
+        self.distance = distance if distance in DISTANCES else "euclidean"
         self.optimizer = _build_optimizer(
             cfg, [*self.model.parameters(), *self.loss_fn.parameters()]
         )
@@ -87,7 +111,7 @@ class Trainer:
         # docs/distributed.md); DDP averages exactly to the single-process gradient
         sampler = mkd.DistributedPKSampler if mkd.is_distributed() else PKSampler
         self.sampler = sampler(
-            self.y_train, p=cfg.p, k=cfg.k, num_batches=cfg.batches_per_epoch, seed=cfg.seed
+            self.y_train, p=self.p, k=cfg.k, num_batches=cfg.batches_per_epoch, seed=cfg.seed
         )
         self.train_model, self.train_loss = self.model, mkd.DistributedLoss(self.loss_fn)
         if mkd.is_distributed():
@@ -96,6 +120,8 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.step_losses: list[float] = []
         self.epoch = 0
+        self._run_dir: RunDir | None = None
+        self._holding = False
 
     @classmethod
     def from_run_dir(
@@ -113,12 +139,57 @@ class Trainer:
     # ----------------------------------------------------------------------------- running
     def run(self, resume: bool = False) -> dict[str, Any]:
         """Train (or continue with ``resume=True``), evaluate, and write the run directory."""
-        self.fit(resume=resume)
-        results = self.evaluate()
-        if mkd.is_main_process():
-            outputs.write_run_outputs(self, results)
-        mkd.barrier()
+        with self._holding_run_dir(resume):
+            self.fit(resume=resume)
+            results = self.evaluate()
+            self.write_outputs(results)
         return results
+
+    def write_outputs(self, results: Mapping[str, Any]) -> list[str]:
+        """metrics.json, history.csv, figures and report.html of ``results`` (main process)."""
+        notes: list[str] = []
+        if mkd.is_main_process():
+            notes = outputs.write_run_outputs(self.record(results))
+        mkd.barrier()
+        return notes
+
+    def record(self, results: Mapping[str, Any]) -> outputs.RunRecord:
+        """The plain record of this run that :mod:`~metrickit.training.outputs` writes out."""
+        return outputs.RunRecord(
+            run_dir=self.run_dir,
+            title=f"metrickit run: {self.config.loss} on {self.data_name}",
+            config=self.config.to_dict(),
+            results=results,
+            epochs_trained=self.epoch,
+            data_name=self.data_name,
+            history=self.history,
+            step_losses=self.step_losses,
+            loss_fn=self.loss_fn,
+            distance=self.distance,
+            test_inputs=self.x_test,
+            test_labels=self.y_test,
+            test_classes=self.test_classes,
+            image_shape=self.image_shape,
+            embeddings_before=self.embed(self.x_test, self.untrained_model()),
+            embeddings_after=self.embed(self.x_test),
+        )
+
+    def run_inputs(self) -> dict[str, Any]:
+        """What the saved model needs to embed new data (stored in config.json as ``inputs``)."""
+        return {
+            "input_shape": list(self.input_shape),
+            "image_shape": None if self.image_shape is None else list(self.image_shape),
+            "standardization": self.standardization,
+            "distance": self.distance,
+            "p": self.p,
+        }
+
+    def _config_json(self) -> str:
+        import json
+
+        return json.dumps(
+            {**self.config.to_dict(), INPUTS_KEY: self.run_inputs()}, indent=2, sort_keys=True
+        ) + "\n"
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
         """Train up to ``config.epochs``, saving a checkpoint after every epoch.
@@ -126,7 +197,10 @@ class Trainer:
         The history row of the last epoch (and of every ``eval_every``-th) holds the trained
         network's test metrics as ``test_<metric>``.
         """
-        self._prepare_run_dir(resume)
+        with self._holding_run_dir(resume):
+            return self._fit()
+
+    def _fit(self) -> list[dict[str, float]]:
         cfg = self.config
         for epoch in range(self.epoch, cfg.epochs):
             row = self._train_epoch(epoch)
@@ -158,15 +232,17 @@ class Trainer:
             dynamic_ncols=True,
         )
         for step, batch in enumerate(bar, start=1):
-            values = self._step(torch.as_tensor(batch))
-            self.step_losses.append(values[0])
-            loss_sum += values[0]
+            result = self._step(torch.as_tensor(batch))
+            self.step_losses.append(result.loss)
+            loss_sum += result.loss
             postfix = {"loss": f"{loss_sum / step:.4f}"}
-            if self.difficulty_options is not None:
-                counts += values[1:]
-                total = max(values[4], 1.0)
-                shares = zip(DIFFICULTIES, values[1:4], strict=True)
-                postfix.update({k: f"{v / total:.0%}" for k, v in shares})
+            if result.total is not None:
+                shares = (result.easy, result.semihard, result.hard)
+                counts += (*shares, result.total)
+                total = max(result.total, 1.0)
+                postfix.update(
+                    {k: f"{v / total:.0%}" for k, v in zip(DIFFICULTIES, shares, strict=True)}
+                )
             bar.set_postfix(postfix, refresh=False)
         bar.close()
         row = {"epoch": epoch + 1, "loss": loss_sum / len(self.sampler)}
@@ -176,8 +252,8 @@ class Trainer:
         row["time"] = time.perf_counter() - start
         return row
 
-    def _step(self, batch: Tensor) -> list[float]:
-        """One optimiser step; returns [loss, easy, semihard, hard, total] with one host sync."""
+    def _step(self, batch: Tensor) -> StepResult:
+        """One optimiser step; its loss and triplet counts fetched with one host sync."""
         x = self.x_train[batch].to(self.device, non_blocking=True)
         y = self.y_train[batch].to(self.device, non_blocking=True)
         embeddings = self.train_model(x)
@@ -190,7 +266,7 @@ class Trainer:
         if self.difficulty_options is not None:
             difficulty = triplet_difficulty(embeddings.detach(), y, **self.difficulty_options)
             stats += [difficulty[k].float() for k in (*DIFFICULTIES, "total")]
-        return torch.stack(stats).tolist()
+        return StepResult(*torch.stack(stats).tolist())
 
     # -------------------------------------------------------------------------- evaluation
     def evaluate(self) -> dict[str, Any]:
@@ -235,30 +311,51 @@ class Trainer:
         return model.to(self.device)
 
     # ------------------------------------------------------------------ run dir, checkpoints
-    def _prepare_run_dir(self, resume: bool) -> None:
-        run_dir, cfg = self.run_dir, self.config
-        if not resume:
-            if run_dir.exists() and any(run_dir.iterdir()):
-                raise ValueError(
-                    f"output directory {str(run_dir)!r} is not empty; choose another output "
-                    f"directory, or continue the run there with --resume {str(run_dir)!r}"
-                )
-            mkd.barrier()  # every process has checked before rank 0 writes
-            if mkd.is_main_process():
-                run_dir.mkdir(parents=True, exist_ok=True)
-                save_checkpoint({"model": self.initial_state}, run_dir / INITIAL)
-                atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
-            mkd.barrier()
+    @contextlib.contextmanager
+    def _holding_run_dir(self, resume: bool) -> Iterator[None]:
+        """Create (or, resuming, open and restore) the run directory and hold its lock."""
+        if self._holding:  # fit() inside run(): already held
+            yield
             return
-        saved = TrainConfig.from_dict(read_config_json(run_dir / CONFIG_FILE))
-        self._check_same_run(saved, f"{run_dir / CONFIG_FILE}")
-        self.restore(require_checkpoint=False)
+        run_dir = self.run_dir
+        main = mkd.is_main_process()
+        if not resume:
+            check_new(run_dir, RUN_KIND, resume_hint="--resume")  # every process, same verdict
+            mkd.barrier()
+            if main:
+                self._run_dir = RunDir.create(run_dir, RUN_KIND, resume_hint="--resume")
+                try:
+                    save_checkpoint({"model": self.initial_state}, run_dir / INITIAL)
+                    self._run_dir.write_text(CONFIG_FILE, self._config_json())
+                except BaseException:
+                    self._release()
+                    raise
+        else:
+            saved = TrainConfig.from_dict(read_config_json(run_dir / CONFIG_FILE))
+            self._check_same_run(saved, f"{run_dir / CONFIG_FILE}")
+            if main:
+                self._run_dir = RunDir.open(run_dir, RUN_KIND, required=CONFIG_FILE)
+            try:
+                self.restore(require_checkpoint=False)
+                if main:
+                    for directory in (run_dir, run_dir / LAST.parent):
+                        remove_stale_temporaries(directory)
+                    self._run_dir.write_text(CONFIG_FILE, self._config_json())
+            except BaseException:
+                self._release()
+                raise
         mkd.barrier()
-        if mkd.is_main_process():
-            for directory in (run_dir, run_dir / LAST.parent):
-                remove_stale_temporaries(directory)
-            if saved.epochs != cfg.epochs:
-                atomic_write_text(run_dir / CONFIG_FILE, cfg.to_json())
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            self._release()
+
+    def _release(self) -> None:
+        if self._run_dir is not None:
+            self._run_dir.close()
+            self._run_dir = None
 
     def _check_same_run(self, saved: TrainConfig, source: str) -> None:
         diffs = self.config.differences(saved)
@@ -380,7 +477,7 @@ def _epoch_summary(row: Mapping[str, float], epochs: int) -> str:
 
 def _difficulty_options(name: str, loss_fn: nn.Module) -> dict[str, Any] | None:
     """``triplet_difficulty`` options matching a triplet loss's margin and distance, else None."""
-    if not resolve_loss_name(name).startswith("triplet"):
+    if resolve_loss_name(name) != "triplet":  # shares at the margin of a triplet loss only
         return None
     options = {"margin": float(getattr(loss_fn, "margin", 0.2))}
     distance = getattr(loss_fn, "distance", "euclidean")
@@ -395,6 +492,51 @@ def _build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.opti
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def load_config_data(cfg: TrainConfig) -> LabelledData:
+    """The data set of a config, loaded with the data options that apply to its kind."""
+    spec = cfg.dataset
+    path = Path(spec).expanduser()
+    defaults = TrainConfig()
+    given = {
+        name for name in ("label_column", "image_size", "image_mode")
+        if getattr(cfg, name) != getattr(defaults, name)
+    }  # fmt: skip
+    options: dict[str, Any] = {}
+    if spec not in list_datasets() and path.is_dir():
+        size = cfg.image_size
+        options = {"mode": cfg.image_mode, "image_size": tuple(size) if size else size}
+        applies = {"image_size", "image_mode"}
+    elif spec not in list_datasets() and path.suffix.lower() == ".csv":
+        options, applies = {"label_column": cfg.label_column}, {"label_column"}
+    else:
+        applies = set()
+    if given - applies:
+        raise ValueError(
+            f"option(s) {', '.join(sorted(given - applies))} do not apply to dataset {spec!r} "
+            "(label_column: CSV files; image_size, image_mode: image folders)"
+        )
+    return load_dataset(spec, **options)
+
+
+def _standardization(x: Tensor, image_shape: tuple[int, ...] | None) -> dict[str, list[float]]:
+    """Per-feature mean and standard deviation of the training inputs (1 for constant ones)."""
+    if image_shape is not None or x.dim() != 2:
+        raise ValueError(
+            "standardize applies to feature vectors (CSV, NumPy, flavia), not to images"
+        )
+    x64 = x.double()
+    std = x64.std(0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return {"mean": x64.mean(0).tolist(), "std": std.tolist()}
+
+
+def standardize(x: Tensor, stats: Mapping[str, list[float]]) -> Tensor:
+    """``(x - mean) / std`` with the statistics :meth:`Trainer.run_inputs` records."""
+    mean = torch.tensor(stats["mean"], dtype=torch.float64)
+    std = torch.tensor(stats["std"], dtype=torch.float64)
+    return ((x.double() - mean) / std).float()
 
 
 def _as_tensors(data: LabelledData, split: str) -> tuple[Tensor, Tensor, list[str]]:
@@ -419,4 +561,17 @@ def _check_trainable(y: Tensor, classes: list[str], p: int) -> None:
             f"{single[0]!r}); every class needs at least 2 samples to form a positive pair"
         )
     if p > len(classes):
-        raise ValueError(f"p={p} is larger than the {len(classes)} classes of the training split")
+        raise ValueError(
+            f"p={p} is larger than the {len(classes)} classes of the training split; choose "
+            f"-P {len(classes)} or fewer, or leave -P out to use min({DEFAULT_P}, classes)"
+        )
+
+
+def _check_evaluable(y_test: Tensor, ks: tuple[int, ...] = DEFAULT_KS) -> None:
+    """The test split must hold more samples than the largest Recall@k needs (leave-one-out)."""
+    needed = max(ks) + 1
+    if y_test.shape[0] < needed:
+        raise ValueError(
+            f"the test split has {y_test.shape[0]} samples but the evaluation (Recall@{max(ks)}, "
+            f"leave-one-out) needs at least {needed}; use a larger test_size or more data"
+        )
