@@ -9,6 +9,7 @@ from .losses.circle import circle_loss
 from .losses.contrastive import batch_contrastive_loss, contrastive_loss
 from .losses.cosface import cosface_loss
 from .losses.cross_batch_memory import reference_set_loss
+from .losses.fastap import fastap_loss
 from .losses.lifted_structure import lifted_structure_from_distances, lifted_structure_loss
 from .losses.matryoshka import matryoshka_loss
 from .losses.multi_similarity import multi_similarity_loss
@@ -67,4 +68,5 @@ __all__ = [
     "ntxent_loss",
     "supcon_loss",
     "tuplet_margin_loss",
+    "fastap_loss",
 ]

@@ -11,6 +11,7 @@ from .circle import CircleLoss
 from .contrastive import BatchContrastiveLoss, ContrastiveLoss
 from .cosface import CosFaceLoss
 from .cross_batch_memory import CrossBatchMemory
+from .fastap import FastAPLoss
 from .lifted_structure import LiftedStructureLoss
 from .matryoshka import MatryoshkaLoss
 from .multi_similarity import MultiSimilarityLoss
@@ -68,4 +69,5 @@ __all__ = [
     "NTXentLoss",
     "SupConLoss",
     "TupletMarginLoss",
+    "FastAPLoss",
 ]
