@@ -159,3 +159,35 @@ def test_published_benchmark_uses_the_library_defaults(loss):
     default = FitConfig(loss=loss).to_dict()
     differs = {k for k in cfg if cfg[k] != default[k]}
     assert differs <= {"epochs", "seed", "progress", "threads"}, differs
+
+
+def test_early_stopping_restores_the_best_epoch():
+    data = from_arrays([0, 0, 1, 1, 2, 2], [0, 1, 1, 2, 2, 3])
+    model = MatrixFactorization(3, 4, dim=2)
+    values, saved = [0.1, 0.5, 0.4, 0.3, 0.9], {}
+
+    def on_epoch(epoch, m):
+        saved[epoch] = m.user_weight.detach().clone()
+        return {"score": values[epoch - 1]}
+
+    hist = fit(model, data, FitConfig(epochs=5, batch_size=2, progress=False, threads=1,
+                                      monitor="score", patience=2), on_epoch=on_epoch)
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]  # stopped 2 epochs after the best
+    assert torch.equal(model.user_weight, saved[2])
+    with pytest.raises(ValueError, match="monitor='val_auc' is not among the epoch's values"):
+        fit(model, data, FitConfig(epochs=1, progress=False, monitor="val_auc"))
+
+
+def test_validation_metrics_carved_from_train_drive_early_stopping():
+    ml = recsys.load_movielens("movielens-100k", max_users=60)
+    train, test = recsys.random_split(ml.interactions.to_implicit(), n_test=5, seed=0)
+    fit_train, val = recsys.random_split(train, n_test=3, seed=1)  # carved from train
+    torch.manual_seed(0)
+    model = MatrixFactorization(train.n_users, train.n_items, dim=8)
+    on_epoch = recsys.validation_metrics(fit_train, val, k=5)
+    hist = fit(model, fit_train, FitConfig(epochs=4, batch_size=256, progress=False, threads=1,
+                                           monitor="val_precision@5", patience=1),
+               on_epoch=on_epoch)
+    assert {"val_precision@5", "val_ndcg@5", "val_auc"} <= set(hist[0])
+    best = max(h["val_precision@5"] for h in hist)
+    assert on_epoch(0, model)["val_precision@5"] == pytest.approx(best)

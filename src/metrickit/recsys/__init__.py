@@ -16,7 +16,7 @@ Layers: data/datasets/dataset → splits → sampling → models → train → m
 from .data import IdMap, Interactions, from_arrays, from_csv, from_dataframe, from_sparse
 from .dataset import Dataset, make_dataset
 from .datasets import MovieLens, load_movielens, movielens_features
-from .metrics import evaluate, popularity_scorer, rank_metrics, top_k
+from .metrics import evaluate, popularity_scorer, rank_metrics, top_k, validation_metrics
 from .models import FeatureTower, MatrixFactorization, Recommender, TwoTower, build_features
 from .sampling import NegativeSampler
 from .splits import Split, leave_last_out, random_split
@@ -52,6 +52,7 @@ __all__ = [
     "kos_positives",
     "softmax_step",
     "evaluate",
+    "validation_metrics",
     "popularity_scorer",
     "rank_metrics",
     "top_k",

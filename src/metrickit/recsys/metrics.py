@@ -186,3 +186,19 @@ def evaluate(
     out[f"coverage@{k}"] = float(listed.sum()) / train.n_items
     out["users"] = n
     return out
+
+
+def validation_metrics(
+    train: Interactions, validation: Interactions, k: int = 10, prefix: str = "val_"
+) -> Callable[[int, Recommender], dict[str, float]]:
+    """An ``on_epoch`` callback for :func:`~.train.fit` returning ``{prefix}precision@k``,
+    ``{prefix}ndcg@k`` and ``{prefix}auc`` of the model on ``validation`` (train items
+    excluded); with ``FitConfig(monitor="val_precision@10")`` it drives early stopping."""
+    k = check_positive_int(k, "k")
+    check_same_ids(lambda users: users, train, validation)
+
+    def on_epoch(epoch: int, model: Recommender) -> dict[str, float]:
+        r = evaluate(model, train, validation, k=k)
+        return {f"{prefix}{name}": r[name] for name in (f"precision@{k}", f"ndcg@{k}", "auc")}
+
+    return on_epoch

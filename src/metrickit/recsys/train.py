@@ -69,6 +69,8 @@ class FitConfig:
     seed: int = 0
     progress: bool = True
     threads: int | None = None
+    monitor: str | None = None
+    patience: int = 5
 
     def validate(self) -> FitConfig:
         """Check every field (a clear error naming it); numbers, numpy scalars included, become
@@ -92,6 +94,10 @@ class FitConfig:
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.threads is not None:
             self.threads = check_positive_int(self.threads, "threads")
+        if self.monitor is not None and not isinstance(self.monitor, str):
+            raise TypeError(f"monitor must be the name of a value on_epoch returns, got "
+                            f"{self.monitor!r}")
+        self.patience = check_positive_int(self.patience, "patience")
         return self
 
     def to_dict(self) -> dict:
@@ -165,7 +171,12 @@ def fit(
     model)`` returned (a mapping, e.g. test metrics, or None). Seeded by ``config.seed``
     (sampling and order; seed the model's initialisation yourself, e.g. ``torch.manual_seed``).
     Runs on ``config.threads`` torch threads (None: one per idle core). The model records
-    train's id maps (see :meth:`~.models.Recommender.bind_ids`)."""
+    train's id maps (see :meth:`~.models.Recommender.bind_ids`).
+
+    Early stopping: with ``config.monitor`` set to a key of what ``on_epoch`` returns (e.g.
+    ``"val_precision@10"`` from :func:`~.metrics.validation_metrics` on a validation split
+    carved from train), training stops after ``config.patience`` epochs without a higher value
+    and the model is left with the weights of its best epoch."""
     config = (config or FitConfig()).validate()
     if len(train) == 0:
         raise ValueError("train is empty: at least one interaction is needed")
@@ -191,6 +202,7 @@ def _fit(model: Recommender, train: Interactions, config: FitConfig,
     log_q = torch.log(pop.clamp_min(1) / pop.sum())
     optimizer = make_optimizer(model, config.optimizer, config.lr)
     history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, Tensor]] | None = None
     for epoch in range(1, config.epochs + 1):
         model.train()
         start = time.perf_counter()
@@ -214,5 +226,21 @@ def _fit(model: Recommender, train: Interactions, config: FitConfig,
             model.eval()
             record = _epoch_record(record, on_epoch(epoch, model))
         history.append(record)
+        if config.monitor is not None:
+            value = _monitored(record, config.monitor)
+            if best is None or value > best[0]:
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = (value, epoch, state)
+            elif epoch - best[1] >= config.patience:
+                break
+    if best is not None:
+        model.load_state_dict(best[2])
     model.eval()
     return history
+
+
+def _monitored(record: Mapping[str, float], name: str) -> float:
+    if name not in record:
+        raise ValueError(f"monitor={name!r} is not among the epoch's values {sorted(record)}: "
+                         "return it from on_epoch (e.g. recsys.validation_metrics)")
+    return float(record[name])
