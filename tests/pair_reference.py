@@ -132,7 +132,7 @@ def fastap(x, labels, num_bins=10, **refs):
         cum_pos = cum_all = torch.zeros((), dtype=torch.float64)
         for k in range(num_bins + 1):
             cum_pos, cum_all = cum_pos + h_pos[k], cum_all + h_all[k]
-            if float(h_pos[k] * cum_pos) > 0 and float(cum_all) > 0:
+            if float((h_pos[k] * cum_pos).detach()) > 0 and float(cum_all.detach()) > 0:
                 ap = ap + h_pos[k] * cum_pos / cum_all
         terms.append(1 - ap / len(pos))
     return terms, count

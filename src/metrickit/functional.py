@@ -11,6 +11,7 @@ from .losses.cosface import cosface_loss
 from .losses.cross_batch_memory import reference_set_loss
 from .losses.fastap import fastap_loss
 from .losses.lifted_structure import lifted_structure_from_distances, lifted_structure_loss
+from .losses.margin import margin_loss
 from .losses.matryoshka import matryoshka_loss
 from .losses.multi_similarity import multi_similarity_loss
 from .losses.multiple_negatives import (
@@ -69,4 +70,5 @@ __all__ = [
     "supcon_loss",
     "tuplet_margin_loss",
     "fastap_loss",
+    "margin_loss",
 ]

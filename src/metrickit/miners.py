@@ -366,7 +366,7 @@ def mine_offline(
 
 
 # ---------------------------------------------------------------------------------------------
-# Pair miners of the cosine-similarity losses.
+# Pair miners of the cosine-similarity losses (multi-similarity, margin).
 # ---------------------------------------------------------------------------------------------
 
 from ._validation import check_real  # noqa: E402 - this section is appended to the module
@@ -430,3 +430,82 @@ class MultiSimilarityMiner:
         a2, n = (neg & (s + self.epsilon > hardest_pos)).nonzero(as_tuple=True)
         return a1, p, a2, n
 
+
+class DistanceWeightedMiner:
+    r"""Distance-weighted sampling (Wu et al., "Sampling Matters in Deep Embedding Learning",
+    ICCV 2017, Section 4).
+
+    On the unit sphere in D dimensions pairwise distances have the density
+    q(d) ∝ d^{D−2} (1 − d²/4)^{(D−3)/2}; negatives are drawn with probability ∝ 1/q(max(d, c))
+    (c = ``cutoff``, against the variance of near-duplicates), among the negatives closer than
+    ``nonzero_loss_cutoff`` (farther ones give no margin-loss gradient). Every positive pair
+    (a, p) of the batch, in row-major order, gets one negative drawn from anchor a's
+    distribution; anchors without a sampleable negative are skipped. Returns triplets
+    ``(a, p, n)``.
+
+    Draws use ``generator`` (a ``torch.Generator``, default: torch's global one), so a seeded
+    generator reproduces the triplets. Defaults c = 0.5, nonzero_loss_cutoff = 1.4 (the paper's
+    and PML's).
+    """
+
+    def __init__(
+        self,
+        cutoff: float = 0.5,
+        nonzero_loss_cutoff: float = 1.4,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.cutoff = check_real(cutoff, "cutoff", low=0.0, high=2.0)
+        self.nonzero_loss_cutoff = check_real(
+            nonzero_loss_cutoff, "nonzero_loss_cutoff", low=0.0, low_inclusive=False
+        )
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
+        self.generator = generator
+
+    def weights(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+        ref_offset: int | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """``(probabilities [B, M], positive [B, M])``: each anchor's sampling distribution
+        over the references (rows sum to 1, or are all 0 without a sampleable negative)."""
+        with torch.no_grad():
+            x, r, pos, neg = _unit_pairs(
+                embeddings, labels, ref_embeddings, ref_labels, ref_offset
+            )
+            dim = x.shape[1]
+            d = (2 - 2 * (x @ r.T)).clamp_min(0).sqrt().clamp_min(self.cutoff)
+            room = 1 - d * d / 4
+            keep = neg & (d < self.nonzero_loss_cutoff) & (room > 0)
+            log_w = (2.0 - dim) * d.log() - (dim - 3) / 2 * room.clamp_min(1e-30).log()
+            log_w = log_w.masked_fill(~keep, float("-inf"))
+            top = log_w.amax(1, keepdim=True)
+            w = (log_w - torch.where(torch.isfinite(top), top, 0.0)).exp()
+            total = w.sum(1, keepdim=True)
+            return w / torch.where(total > 0, total, 1.0), pos
+
+    def __call__(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+        ref_offset: int | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        prob, pos = self.weights(embeddings, labels, ref_embeddings, ref_labels, ref_offset)
+        pos = pos & (prob.sum(1, keepdim=True) > 0)
+        a, p = pos.nonzero(as_tuple=True)
+        if a.numel() == 0:
+            return a, p, p.clone()
+        counts = pos.sum(1)
+        rows = (counts > 0).nonzero(as_tuple=True)[0]
+        draws = torch.multinomial(
+            prob[rows], int(counts.max()), replacement=True, generator=self.generator
+        )
+        slot_of_row = torch.full_like(counts, -1)
+        slot_of_row[rows] = torch.arange(rows.shape[0], device=rows.device)
+        rank = pos.cumsum(1)[a, p] - 1  # the j-th positive of its anchor gets draw j
+        return a, p, draws[slot_of_row[a], rank]

@@ -13,6 +13,7 @@ from .cosface import CosFaceLoss
 from .cross_batch_memory import CrossBatchMemory
 from .fastap import FastAPLoss
 from .lifted_structure import LiftedStructureLoss
+from .margin import MarginLoss
 from .matryoshka import MatryoshkaLoss
 from .multi_similarity import MultiSimilarityLoss
 from .multiple_negatives import BatchMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
@@ -70,4 +71,5 @@ __all__ = [
     "SupConLoss",
     "TupletMarginLoss",
     "FastAPLoss",
+    "MarginLoss",
 ]

@@ -1,0 +1,159 @@
+"""Margin loss with a learnable boundary β (Wu et al., ICCV 2017).
+
+Its sampler, distance-weighted sampling, is :class:`metrickit.miners.DistanceWeightedMiner`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import (
+    check_bool,
+    check_int,
+    check_nonnegative,
+    check_real,
+    check_reduction,
+    check_tensor,
+    reduce,
+)
+from ..distances import safe_sqrt
+from ..masks import mined_triplets
+from ._pair_rows import CosinePairs, PairRowsLoss, cosine_pairs, row_loss
+from ._registry import register_loss
+
+
+def margin_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    margin: float = 0.2,
+    beta: float | Tensor = 1.2,
+    nu: float = 0.0,
+    reduction: str = "mean",
+    *,
+    indices_tuple: tuple[Tensor, ...] | None = None,
+    ref_embeddings: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    ref_offset: int | None = None,
+) -> Tensor:
+    r"""Margin loss over the triplets (a, p, n) of a labelled batch:
+
+    .. math:: \ell_{apn} = [d_{ap} - \beta_a + \alpha]_+ + [\beta_a - d_{an} + \alpha]_+
+
+    with d the Euclidean distance of the unit embeddings, α the margin and β_a the boundary
+    (``beta``: a number, a [1] tensor, or a [C] tensor of per-class boundaries indexed by the
+    anchor's label; pass a learnable tensor to learn it, as :class:`MarginLoss` does). The
+    triplets are every valid one of the batch, or those of ``indices_tuple`` (the paper samples
+    them with :class:`~metrickit.miners.DistanceWeightedMiner`; pairs (a1, p, a2, n) give every
+    (a, p, n) with (a, p) and (a, n) mined); they are never listed: each pair's term is weighted
+    by the number of triplets it belongs to, O(B²) memory.
+
+    ``"mean"`` divides the sum of all terms by the number of non-zero terms, ``"sum"`` is the
+    sum; both add the boundary regulariser ν·β (one β), or ν Σ_{triplets} β_a (per-class β,
+    divided by the same count for "mean"). ``"none"`` returns per anchor the sum of its terms
+    [B], without the regulariser.
+
+    Paper: C.-Y. Wu, R. Manmatha, A. J. Smola, P. Krähenbühl, "Sampling Matters in Deep
+    Embedding Learning", ICCV 2017. Defaults α = 0.2, β = 1.2 (initial), ν = 0 (the paper's and
+    PML's). References: see :class:`~metrickit.losses._base.BatchLoss`.
+    """
+    margin = check_nonnegative(margin, "margin")
+    nu = check_nonnegative(nu, "nu")
+    check_reduction(reduction)
+    pairs = cosine_pairs(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
+    dtype = pairs.anchors.dtype
+    boundary = _anchor_boundary(beta, labels, dtype)
+    w_pos, w_neg = _pair_weights(pairs, indices_tuple)
+
+    def terms(s, pos, neg, b, rows):
+        d = safe_sqrt((2 - 2 * s).clamp_min(0))
+        pull = (d - b + margin).clamp_min(0)
+        push = (b - d + margin).clamp_min(0)
+        wp, wn = w_pos(pos, rows), w_neg(neg, rows)
+        loss = (wp * pull + wn * push).sum(1)
+        active = (wp * (pull > 0) + wn * (push > 0)).sum(1)
+        return loss, torch.stack([active, wp.sum(1)], 1)
+
+    loss, aux = row_loss(pairs, terms, boundary, aux_width=2)
+    active, triplets = aux[:, 0].sum(), aux[:, 1]
+    out = reduce(loss, reduction, active if reduction == "mean" else None)
+    if reduction != "none" and nu > 0 and triplets.numel():
+        if _per_class(beta):
+            reg = nu * (triplets * boundary[:, 0]).sum()
+            out = out + (reg / active.clamp_min(1) if reduction == "mean" else reg)
+        else:
+            out = out + nu * boundary[0, 0] * (triplets.sum() > 0)
+    return out.to(embeddings.dtype)
+
+
+def _per_class(beta: float | Tensor) -> bool:
+    return isinstance(beta, Tensor) and beta.numel() > 1
+
+
+def _anchor_boundary(beta: float | Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
+    """[B, 1] β of each anchor (its class's when ``beta`` has one entry per class)."""
+    if not isinstance(beta, Tensor):
+        beta = torch.tensor(check_real(beta, "beta"), dtype=dtype, device=labels.device)
+    check_tensor(beta, "beta")
+    if beta.dim() > 1 or not beta.is_floating_point():
+        raise ValueError(f"beta must be a number or a 1-D float tensor, got {beta!r}")
+    beta = beta.to(dtype)
+    if beta.numel() <= 1:
+        return beta.reshape(1, 1).expand(labels.shape[0], 1)
+    if labels.numel() and labels.device.type == "cpu" and (
+        int(labels.min()) < 0 or int(labels.max()) >= beta.numel()
+    ):
+        raise ValueError(
+            f"labels must lie in [0, {beta.numel()}) with one beta per class, got "
+            f"{int(labels.min())}..{int(labels.max())}"
+        )
+    return beta[labels.long()][:, None]
+
+
+def _pair_weights(pairs: CosinePairs, indices_tuple: tuple[Tensor, ...] | None):
+    """Per-block weights of the positive / negative pair terms: the number of triplets each
+    pair belongs to (mined triplets are counted; otherwise every (a, p) pairs with every n)."""
+    pos, neg = pairs.positive, pairs.negative
+    dtype = pairs.anchors.dtype
+    if indices_tuple is not None and len(indices_tuple) == 3:
+        a, p, n = mined_triplets(indices_tuple, *pos.shape)
+        keep = (pos[a, p] & neg[a, n]).to(dtype)
+        counts_p = torch.zeros(pos.shape, dtype=dtype, device=pos.device)
+        counts_n = torch.zeros(pos.shape, dtype=dtype, device=pos.device)
+        counts_p.index_put_((a, p), keep, accumulate=True)
+        counts_n.index_put_((a, n), keep, accumulate=True)
+        return (lambda _mask, rows: counts_p[rows]), (lambda _mask, rows: counts_n[rows])
+    n_pos = pos.sum(1, keepdim=True).to(dtype)
+    n_neg = neg.sum(1, keepdim=True).to(dtype)
+    return (lambda mask, rows: mask * n_neg[rows]), (lambda mask, rows: mask * n_pos[rows])
+
+
+@register_loss("margin", aliases=("margin_based", "wu_margin"))
+class MarginLoss(PairRowsLoss):
+    """Module form of :func:`margin_loss` with a learnable boundary ``beta``.
+
+    ``beta`` is an ``nn.Parameter`` of shape [1], or [num_classes] with ``num_classes`` (one
+    boundary per class, indexed by the anchor's label); ``learn_beta=False`` freezes it.
+    """
+
+    functional = staticmethod(margin_loss)
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        beta: float = 1.2,
+        nu: float = 0.0,
+        learn_beta: bool = True,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction)
+        self.margin = check_nonnegative(margin, "margin")
+        self.nu = check_nonnegative(nu, "nu")
+        init = check_real(beta, "beta")
+        learn = check_bool(learn_beta, "learn_beta")
+        size = 1 if num_classes is None else check_int(num_classes, "num_classes", low=1)
+        self.beta = nn.Parameter(torch.full((size,), init), requires_grad=learn)
+
+    def hyper(self) -> tuple[object, ...]:
+        return (self.margin, self.beta if self.beta.numel() > 1 else self.beta[0], self.nu)
