@@ -23,3 +23,12 @@ def random_batch(labels, dim=4, seed=0, scale=1.0):
 
 def t64(x, grad=False):
     return torch.tensor(np.asarray(x), dtype=torch.float64, requires_grad=grad)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one intra-op thread is fastest and immune to CPU oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,7 +8,7 @@ from metrickit.text.cached import cached_backward  # noqa: E402
 from metrickit.text.data import ScoredPairs, TextPairs  # noqa: E402
 from metrickit.text.encoder import SentenceEncoder  # noqa: E402
 from metrickit.text.fit import FitConfig, fit, linear_warmup  # noqa: E402
-from metrickit.text.losses import PAIRS, SCORED, TextLoss  # noqa: E402
+from metrickit.text.losses import PAIRS, SCORED, TextLoss, get_text_loss  # noqa: E402
 from tiny_text import WORDS, tiny_bert, tiny_tokenizer  # noqa: E402
 
 
@@ -48,17 +48,22 @@ def _grads(enc):
     return grads
 
 
-@pytest.mark.parametrize("with_negatives", [False, True])
-def test_cached_gradients_equal_uncached_float64(with_negatives):
+@pytest.mark.parametrize(
+    ("with_negatives", "loss"),
+    [(False, MNRL), (True, MNRL), (False, "mnrl"), (True, "mnrl_sym"), (False, "cosent")],
+)
+def test_cached_gradients_equal_uncached_float64(with_negatives, loss):
+    loss = loss if isinstance(loss, TextLoss) else get_text_loss(loss)
     columns = [_sentences(10, s) for s in range(3 if with_negatives else 2)]
+    scores = torch.linspace(0, 1, 10, dtype=torch.float64) if loss.kind == SCORED else None
     enc = _encoder()
     enc.train()  # dropout probability 0: train mode is deterministic
     enc.zero_grad()
-    want = MNRL([enc.embed(c) for c in columns])
+    want = loss([enc.embed(c) for c in columns], scores)
     want.backward()
     want_grads = _grads(enc)
     enc.zero_grad()
-    got = cached_backward(enc, columns, MNRL, mini_batch_size=3)
+    got = cached_backward(enc, columns, loss, scores, mini_batch_size=3)
     assert not got.requires_grad
     torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
     for g, w in zip(_grads(enc), want_grads, strict=True):
@@ -140,3 +145,21 @@ def test_fit_scored_pairs_and_data_checks():
         FitConfig(warmup_ratio=2.0)
     with pytest.raises(ValueError, match="loss"):
         fit(enc, scored, FitConfig(loss="triplet"))
+
+
+def test_text_losses_are_the_contract_functions():
+    from metrickit import functional as F
+
+    g = torch.Generator().manual_seed(0)
+    x1, x2, x3 = (torch.randn(6, 5, generator=g, dtype=torch.float64) for _ in range(3))
+    s = torch.rand(6, generator=g, dtype=torch.float64)
+    assert get_text_loss("cosent")([x1, x2], s) == F.cosent_loss(x1, x2, s)
+    assert get_text_loss("angle", scale=5.0)([x1, x2], s) == F.angle_loss(x1, x2, s, scale=5.0)
+    assert get_text_loss("cosine")([x1, x2], s) == F.cosine_similarity_loss(x1, x2, s)
+    assert get_text_loss("mnrl")([x1, x2, x3]) == F.multiple_negatives_ranking_loss(x1, x2, x3)
+    sym = F.multiple_negatives_ranking_loss(x1, x2, symmetric=True)
+    assert get_text_loss("mnrl_sym")([x1, x2]) == sym
+    with pytest.raises(ValueError, match="margin"):
+        get_text_loss("cosent", margin=1.0)
+    with pytest.raises(ValueError, match="scores"):
+        get_text_loss("cosent")([x1, x2])

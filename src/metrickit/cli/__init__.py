@@ -14,7 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-_COMMANDS = ("demo", "train", "evaluate", "embed", "index", "search", "recsys")
+_COMMANDS = ("demo", "train", "evaluate", "embed", "index", "search", "recsys", "text")
 
 
 class UsageError(Exception):
