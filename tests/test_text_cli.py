@@ -107,6 +107,16 @@ def test_train_errors_write_nothing(model_dir, data_files, tmp_path, capsys):
     out.mkdir()
     (out / "keep").write_text("x")
     assert "not empty" in error_of(capsys, [*base, "--data", str(data_files / "train.tsv")])
+    missing_eval = [
+        *base[:-3],
+        "-o",
+        str(tmp_path / "r3"),
+        "--dataset",
+        str(data_files / "pairs.jsonl"),
+    ]
+    if HAS_LOSSES:  # fails after the run directory was created: it is removed again
+        err = error_of(capsys, [*missing_eval, "--loss", "mnrl", "--eval-data", "no.tsv"])
+        assert "does not exist" in err and not (tmp_path / "r3").exists()
     assert "--loss-param" in error_of(
         capsys, [*base[:-3], "-o", str(tmp_path / "r2"), "--loss-param", "scale"]
     )

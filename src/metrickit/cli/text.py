@@ -9,11 +9,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import shutil
 from pathlib import Path
 
 from . import UsageError
+from ._common import add_output, add_quiet, add_run_dir, add_threads, apply_threads, run_dir_of
 
 _EPILOG = (
     "Examples: metrickit text train --model all-minilm-l6-v2 --dataset stsb --loss cosent "
@@ -34,9 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add(
         "--dataset",
         "--data",
-        dest="data",
+        dest="dataset",
+        metavar="DATA",
         default="stsb",
-        help="stsb, or a CSV/TSV/JSONL file of pairs or scored pairs",
+        help="stsb, or a CSV/TSV/JSONL file of pairs or scored pairs [stsb]",
     )
     add("--loss", default="cosent", help="cosent, angle, cosine, mnrl or mnrl_sym")
     add("--loss-param", action="append", default=[], metavar="NAME=VALUE", help="e.g. scale=20")
@@ -52,36 +52,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--score-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help="scores' range")
     add("--max-seq-length", type=int, help="truncate texts to this many tokens")
     add("--eval-data", help="test file (default: the data set's test split)")
-    add("--threads", type=int, help="CPU threads (default: idle CPUs)")
-    add("--output", "-o", required=True, help="new run directory")
-    add("--quiet", action="store_true", help="no progress bar")
+    add_threads(train)
+    add_output(train, "new run directory", required=True)
+    add_quiet(train)
     train.set_defaults(func=run_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a text run beside its zero-shot model")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    add_run_dir(evaluate, "a text run directory")
     evaluate.add_argument("--eval-data", help="test file (default: the run's test data)")
-    evaluate.add_argument("--threads", type=int, help="CPU threads (default: idle CPUs)")
+    add_threads(evaluate)
     evaluate.set_defaults(func=run_evaluate)
 
     encode = sub.add_parser("encode", help="embed the lines of a text file into a .npy array")
     encode.add_argument("run_dir", metavar="RUN_DIR", help="text run, model directory or name")
     encode.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
-    encode.add_argument("--output", "-o", required=True, help="output .npy file")
+    encode.add_argument("-o", "--output", metavar="FILE", required=True, help="output .npy file")
     encode.add_argument("--batch-size", type=int, default=64)
-    encode.add_argument("--threads", type=int, help="CPU threads (default: idle CPUs)")
+    add_threads(encode)
     encode.set_defaults(func=run_encode)
-
-
-def _threads(threads: int | None) -> None:
-    import os
-
-    import torch
-
-    if threads is None:
-        threads = max(1, (os.cpu_count() or 1) - round(os.getloadavg()[0]))
-    if threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
 
 
 def _loss_params(items: list[str]) -> dict[str, float]:
@@ -106,12 +94,11 @@ def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..rundir import RunDir
     from ..text.fit import FitConfig
-    from ..text.run import train_run
+    from ..text.losses import get_text_loss
+    from ..text.run import KIND, train_run
 
-    out = Path(args.output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"output directory {str(out)!r} is not empty; choose another one")
     config = FitConfig(
         loss=args.loss,
         loss_params=_loss_params(args.loss_param),
@@ -125,17 +112,14 @@ def run_train(args: argparse.Namespace) -> int:
         mini_batch_size=args.mini_batch_size,
         min_score=args.min_score,
     )
-    from ..text.losses import get_text_loss
-
     get_text_loss(config.loss, **config.loss_params)  # a bad loss fails before any work
-    _threads(args.threads)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    apply_threads(args)
+    run = RunDir.create(args.output, KIND)
     try:
         metrics = train_run(
-            out,
+            run,
             args.model,
-            args.data,
+            args.dataset,
             config,
             eval_data=args.eval_data,
             score_range=tuple(args.score_range) if args.score_range else None,
@@ -143,32 +127,28 @@ def run_train(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     except BaseException:
-        # nothing half-written: remove what this run wrote
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        else:
-            for child in out.iterdir():
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        run.discard()  # nothing half-written
         raise
+    run.close()
     if metrics:
         _print_metrics(metrics)
-    print(f"run written to {out}")
+    print(f"run written to {run.path}")
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..text.run import evaluate_run
 
-    _threads(args.threads)
-    _print_metrics(evaluate_run(Path(args.run_dir), args.eval_data))
+    run_dir = run_dir_of(args, "text evaluate")
+    apply_threads(args)
+    _print_metrics(evaluate_run(Path(run_dir), args.eval_data))
     return 0
 
 
 def run_encode(args: argparse.Namespace) -> int:
     from ..text.run import encode_file
 
-    _threads(args.threads)
+    apply_threads(args)
     emb = encode_file(args.run_dir, Path(args.input), Path(args.output), args.batch_size)
     print(f"{emb.shape[0]} embeddings of dimension {emb.shape[1]} written to {args.output}")
     return 0

@@ -10,14 +10,12 @@ test pairs before and after training).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from ..rundir import RunDir, atomic_write, locked
 from .data import ScoredPairs, TextPairs, load_stsb, read_text_file
 from .encoder import SentenceEncoder
 from .evaluation import cosine_pairs, evaluate_retrieval, sts_scores
@@ -62,15 +60,6 @@ def evaluate_encoder(
     return metrics, cosine_pairs(emb1, emb2)
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Replace ``path`` with ``value`` as JSON atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def _report(out: Path, history: dict, test: ScoredPairs, before, after) -> None:
     from ..plots import plot_distance_histograms, plot_loss_curve
 
@@ -92,7 +81,7 @@ def _report(out: Path, history: dict, test: ScoredPairs, before, after) -> None:
 
 
 def train_run(
-    out: Path,
+    run: RunDir,
     model: str,
     data: str,
     config: FitConfig,
@@ -102,8 +91,8 @@ def train_run(
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, float]]:
-    """Train ``model`` on ``data`` into the (new, empty) run directory ``out``; return the
-    zero-shot and fine-tuned test metrics."""
+    """Train ``model`` on ``data`` into the new run directory ``run`` (see
+    :meth:`metrickit.rundir.RunDir.create`); return the zero-shot and fine-tuned test metrics."""
     train, dev, test = load_data(data, score_range)
     if eval_data is not None:
         test = read_text_file(eval_data, score_range)
@@ -112,7 +101,7 @@ def train_run(
     encoder = SentenceEncoder.from_pretrained(model, max_seq_length=max_seq_length)
     options = {"model": model, "data": data, "eval_data": eval_data, "score_range": score_range}
     options |= {"max_seq_length": encoder.max_seq_length, "fit": config.to_dict()}
-    write_json(out / "config.json", options)
+    run.write_json("config.json", options)
     metrics: dict[str, dict[str, float]] = {}
     before = after = None
     if test is not None:
@@ -125,12 +114,12 @@ def train_run(
             return evaluate_encoder(enc, dev)[0]
 
     history = fit(encoder, train, config, evaluate=evaluate, progress=progress)
-    encoder.save(out / "model")
-    write_json(out / "history.json", history)
+    encoder.save(run.file("model"))
+    run.write_json("history.json", history)
     if test is not None:
         metrics["fine_tuned"], after = evaluate_encoder(encoder, test)
-    write_json(out / "metrics.json", metrics)
-    _report(out, history, test, before, after)
+    run.write_json("metrics.json", metrics)
+    _report(run.path, history, test, before, after)
     return metrics
 
 
@@ -143,10 +132,16 @@ def run_model_dir(run_or_model: str) -> str:
 def evaluate_run(run_dir: Path, eval_data: str | None = None) -> dict[str, dict[str, float]]:
     """Re-evaluate a run's fine-tuned model beside its base model on the run's test data (or
     ``eval_data``); writes ``evaluation.json``."""
-    config_file = run_dir / "config.json"
-    if not (run_dir / "model" / "modules.json").is_file() or not config_file.is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a finished text run directory")
-    options = json.loads(config_file.read_text(encoding="utf-8"))
+    if not (run_dir / "model" / "modules.json").is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} holds no trained model (model/modules.json)")
+    with locked(run_dir, KIND, required="metrics.json") as run:
+        options = json.loads(run.file("config.json").read_text(encoding="utf-8"))
+        metrics = _evaluate_options(run_dir, options, eval_data)
+        run.write_json("evaluation.json", metrics)
+    return metrics
+
+
+def _evaluate_options(run_dir: Path, options: dict, eval_data: str | None) -> dict:
     score_range = options.get("score_range")
     if eval_data is not None:
         test = read_text_file(eval_data, score_range)
@@ -160,7 +155,6 @@ def evaluate_run(run_dir: Path, eval_data: str | None = None) -> dict[str, dict[
     for key, model in (("zero_shot", options["model"]), ("fine_tuned", str(run_dir / "model"))):
         encoder = SentenceEncoder.from_pretrained(model, max_seq_length=options["max_seq_length"])
         metrics[key] = evaluate_encoder(encoder, test)[0]
-    write_json(run_dir / "evaluation.json", metrics)
     return metrics
 
 
@@ -183,13 +177,5 @@ def encode_file(model: str, input_path: Path, output: Path, batch_size: int = 64
     texts = read_lines(input_path)
     encoder = SentenceEncoder.from_pretrained(run_model_dir(model))
     emb = encoder.encode(texts, batch_size=batch_size)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".npy", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, emb)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(output, lambda f: np.save(f, emb))
     return emb
