@@ -72,6 +72,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     add("--batches-per-epoch", type=int, help="P×K batches per epoch")
     add("--optimizer", help="adam, adamw or sgd")
     add("--lr", type=float, help="learning rate")
+    add("--loss-lr", type=float, help="learning rate of the loss's proxies/centres [proxy: 100×lr]")
     add("--weight-decay", type=float, help="weight decay")
     add("--epochs", type=int, help="number of epochs")
     add("--seed", type=int, help="random seed (data split, initialisation, batches)")

@@ -38,7 +38,8 @@ class TrainConfig:
 
     Defaults: digits data, MLP with 64-D L2-normalised embeddings, triplet loss with its own
     defaults (``miner=None`` keeps the loss's ``mining``), P×K batches with K = 4 and P = 8 or the
-    number of training classes when fewer (``p=None``), Adam at 1e-3,
+    number of training classes when fewer (``p=None``), Adam at 1e-3 (the loss's own parameters
+    at ``loss_lr``; None: 100× lr for proxy losses, lr otherwise),
     10 epochs, seed 0, hold-out split with the protocol's default test size (``test_size=None``:
     20% of the samples for "holdout", half of the classes for "zero_shot"), evaluation once at
     the end (``eval_every=0``).
@@ -61,6 +62,7 @@ class TrainConfig:
     batches_per_epoch: int | None = None
     optimizer: str = "adam"
     lr: float = 1e-3
+    loss_lr: float | None = None
     weight_decay: float = 0.0
     epochs: int = 10
     seed: int = 0
@@ -122,6 +124,11 @@ class TrainConfig:
             setattr(self, name, float(value))
         if self.lr == 0:
             raise ValueError("lr must be > 0, got 0")
+        if self.loss_lr is not None:
+            value = self.loss_lr
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"loss_lr must be a number > 0 or null (automatic), got {value!r}")
+            self.loss_lr = float(value)
         size = self.test_size
         valid_fraction = isinstance(size, float) and 0 < size < 1
         valid_count = isinstance(size, int) and not isinstance(size, bool) and size >= 1

@@ -26,6 +26,7 @@ from ..distances import DISTANCES
 from ..evaluation import evaluate_embeddings
 from ..evaluation.retrieval import DEFAULT_KS
 from ..losses import get_loss, get_loss_class, list_losses, resolve_loss_name
+from ..losses._base import ProxyLoss
 from ..miners import triplet_difficulty
 from ..models import build_model
 from ..rundir import RunDir, check_new, remove_stale_temporaries
@@ -59,6 +60,7 @@ class StepResult(NamedTuple):
     semihard: float | None = None
     hard: float | None = None
     total: float | None = None
+PROXY_LR_FACTOR = 100.0  # default loss_lr / lr for proxy losses (see loss_learning_rate)
 
 
 class Trainer:
@@ -105,7 +107,8 @@ class Trainer:
         distance = getattr(self.loss_fn, "distance", "euclidean")
         self.distance = distance if distance in DISTANCES else "euclidean"
         self.optimizer = _build_optimizer(
-            cfg, [*self.model.parameters(), *self.loss_fn.parameters()]
+            cfg, list(self.model.parameters()), list(self.loss_fn.parameters()),
+            loss_learning_rate(cfg, self.loss_fn),
         )
         # under torchrun: P classes per process, one global P·W×K batch per step (see
         # docs/distributed.md); DDP averages exactly to the single-process gradient
@@ -487,11 +490,30 @@ def _difficulty_options(name: str, loss_fn: nn.Module) -> dict[str, Any] | None:
     return options
 
 
-def _build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def loss_learning_rate(cfg: TrainConfig, loss_fn: nn.Module) -> float:
+    """The learning rate of the loss's own parameters (proxies, centres).
+
+    ``cfg.loss_lr`` when given; otherwise ``PROXY_LR_FACTOR`` × ``cfg.lr`` for a
+    :class:`~metrickit.losses.ProxyLoss` (Kim et al., CVPR 2020, train the proxies 100× faster
+    than the network; Teh et al., ECCV 2020, also find fast-moving proxies essential: a proxy
+    sees each class only through a few samples per batch) and ``cfg.lr`` for any other loss.
+    """
+    if cfg.loss_lr is not None:
+        return cfg.loss_lr
+    return cfg.lr * PROXY_LR_FACTOR if isinstance(loss_fn, ProxyLoss) else cfg.lr
+
+
+def _build_optimizer(
+    cfg: TrainConfig, model_params: list[nn.Parameter], loss_params: list[nn.Parameter],
+    loss_lr: float,
+) -> torch.optim.Optimizer:
+    groups = [{"params": model_params}]
+    if loss_params:
+        groups.append({"params": loss_params, "lr": loss_lr})
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def load_config_data(cfg: TrainConfig) -> LabelledData:
