@@ -7,9 +7,10 @@ users and no host-device sync:
   that is a known positive (membership is one gather in a user × item bitmap, or a
   ``searchsorted`` over sorted keys for catalogues above 2^28 cells) by an exact uniform
   negative: for a user with sorted positives p_0 < p_1 < … and n_u = I − |P_u| negatives, draw
-  r uniformly in [0, n_u) and return the r-th negative, r + #{j : p_j − j ≤ r}. For uniform
-  draws this is exactly uniform over the negatives in one pass (P(j) = 1/I + (|P_u|/I)/n_u =
-  1/n_u). Popularity draws first redraw positives a fixed number of rounds, so they stay
+  r uniformly in [0, n_u) and return the r-th negative, r + #{j : p_j − j ≤ r}. Uniform draws
+  that hit a positive are first redrawn once (on the host only those draws), which keeps them
+  exactly uniform over the negatives (with p = |P_u|/I: (1 + p)/I + p²/n_u = 1/n_u) and leaves
+  few for the exact step. Popularity draws are redrawn a fixed number of rounds, so they stay
   popularity-shaped (slightly flattened for users who own most of the popular items). The
   result is never a known positive.
 
@@ -114,20 +115,31 @@ class NegativeSampler:
         return r + before - self._indptr[users]
 
     def _reject_positives(
-        self, users: Tensor, items: Tensor, draw: Callable[[], Tensor],
+        self, users: Tensor, items: Tensor, draw: Callable[[tuple[int, ...]], Tensor],
         generator: torch.Generator | None,
     ) -> Tensor:
-        """Redraw known positives a fixed number of rounds (popularity only), then replace those
-        left by exact uniform negatives (computed only where needed on the host, everywhere on
-        accelerators so that no data-dependent sync happens)."""
-        for _ in range(_REDRAW_ROUNDS if self.strategy == "popularity" else 0):
-            items = torch.where(self.is_positive(users, items), draw(), items)
-        left = self.is_positive(users, items)
-        if self.device.type == "cpu":
-            where = left.nonzero(as_tuple=True)
+        """Redraw known positives (a fixed number of rounds for popularity, one for uniform),
+        then replace those left by exact uniform negatives. On the host only the draws that hit
+        a positive are redrawn; on accelerators whole tensors are, so that no data-dependent
+        sync happens."""
+        rounds = _REDRAW_ROUNDS if self.strategy == "popularity" else 1
+        if self.device.type != "cpu":
+            for _ in range(rounds if self.strategy == "popularity" else 0):
+                items = torch.where(self.is_positive(users, items), draw(items.shape), items)
+            left = self.is_positive(users, items)
+            return torch.where(left, self._exact_uniform(users, generator), items)
+        shape = items.shape
+        users, items = users.reshape(-1), items.reshape(-1).clone()
+        where = self.is_positive(users, items).nonzero().squeeze(1)
+        for _ in range(rounds):
+            if where.numel() == 0:
+                break
+            redrawn = draw((where.numel(),))
+            items[where] = redrawn
+            where = where[self.is_positive(users[where], redrawn)]
+        if where.numel():
             items[where] = self._exact_uniform(users[where], generator)
-            return items
-        return torch.where(left, self._exact_uniform(users, generator), items)
+        return items.reshape(shape)
 
     def log_proposal(self) -> Tensor:
         """[I] log-probabilities of :meth:`draw`: log(1/I) (uniform) or log(count^alpha / Σ)."""
@@ -165,17 +177,11 @@ class NegativeSampler:
         n = check_positive_int(n, "n")
         users = users.to(self.device, torch.long)[:, None].expand(-1, n)
         shape = users.shape
-        if self.strategy == "uniform":
-            def draw() -> Tensor:
-                return torch.randint(
-                    0, self.n_items, shape, generator=generator, device=self.device
-                )
-        else:
-            def draw() -> Tensor:
-                return torch.multinomial(
-                    self._weights, users.numel(), replacement=True, generator=generator
-                ).reshape(shape)
-        items = draw()
+
+        def draw(size: tuple[int, ...]) -> Tensor:
+            return self.draw(math.prod(size), generator).reshape(size)
+
+        items = draw(shape)
         if not self.exclude_positives:
             return items
         return self._reject_positives(users, items, draw, generator)
