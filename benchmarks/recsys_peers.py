@@ -110,18 +110,17 @@ def run_implicit(kind: str, split, dim: int, threads: int, every: int = 1
     return curve
 
 
-def ours_config(loss: str, threads: int) -> recsys.FitConfig:
+def ours_config(loss: str, threads: int, epochs: int = LIGHTFM_EPOCHS) -> recsys.FitConfig:
     """Our library defaults; only the epochs (LightFM's 30), seed, bar and threads are set."""
-    return recsys.FitConfig(loss=loss, epochs=LIGHTFM_EPOCHS, seed=0, progress=False,
-                            threads=threads)
+    return recsys.FitConfig(loss=loss, epochs=epochs, seed=0, progress=False, threads=threads)
 
 
-def run_ours(loss: str, split, dim: int, threads: int, every: int = 1
-             ) -> tuple[list[dict], dict]:
+def run_ours(loss: str, split, dim: int, threads: int, every: int = 1,
+             epochs: int = LIGHTFM_EPOCHS) -> tuple[list[dict], dict]:
     train, test = split
     torch.manual_seed(0)
     model = recsys.MatrixFactorization(train.n_users, train.n_items, dim=dim)
-    cfg = ours_config(loss, threads)
+    cfg = ours_config(loss, threads, epochs)
 
     def on_epoch(epoch, m):
         if epoch % every and epoch != cfg.epochs:
@@ -140,12 +139,14 @@ def run_ours(loss: str, split, dim: int, threads: int, every: int = 1
     return curve, cfg.to_dict()
 
 
-def run_cell(method: str, split, dim: int, threads: int, every: int = 1) -> dict | None:
+def run_cell(method: str, split, dim: int, threads: int, every: int = 1,
+             ours_epochs: int = LIGHTFM_EPOCHS) -> dict | None:
     """One method on one split and dimension, evaluated every ``every`` epochs (and last)."""
     side, _, loss = method.partition("-")
     config: dict = {}
     if side == "ours":
-        curve, config = run_ours(loss.replace("-", "_"), split, dim, threads, every)
+        curve, config = run_ours(loss.replace("-", "_"), split, dim, threads, every,
+                                 ours_epochs)
     elif side == "lightfm":
         curve = run_lightfm(loss, split, dim, threads, every)
     else:
@@ -220,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="threads of every method [1]")
     p.add_argument("--eval-every", type=int, default=1,
                    help="evaluate every N epochs (implicit BPR: 5N iterations) and last [1]")
+    p.add_argument("--ours-epochs", type=int, default=LIGHTFM_EPOCHS,
+                   help=f"epochs of ours [{LIGHTFM_EPOCHS}, as LightFM]")
     p.add_argument("--cells-dir", default="runs/recsys-bench", help="one JSON per cell")
     p.add_argument("--redo", action="store_true", help="recompute cells already there")
     p.add_argument("--report", action="store_true", help="print the tables of the cells only")
@@ -239,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                     if path.exists() and not args.redo:
                         continue
                     info = machine()
-                    cell = run_cell(method, split, dim, args.threads, args.eval_every)
+                    cell = run_cell(method, split, dim, args.threads, args.eval_every,
+                                    args.ours_epochs)
                     if cell is None:
                         print(f"{name} {split_name} {dim} {method}: not installed", flush=True)
                         continue

@@ -191,3 +191,22 @@ def test_validation_metrics_carved_from_train_drive_early_stopping():
     assert {"val_precision@5", "val_ndcg@5", "val_auc"} <= set(hist[0])
     best = max(h["val_precision@5"] for h in hist)
     assert on_epoch(0, model)["val_precision@5"] == pytest.approx(best)
+
+
+def test_default_learning_rate_scales_with_the_dimension(monkeypatch):
+    from metrickit.recsys import train as train_module
+    from metrickit.recsys.train import auto_lr
+
+    assert auto_lr("adagrad", 10) == pytest.approx(0.3)
+    assert auto_lr("adagrad", 4) == pytest.approx(0.3)
+    assert auto_lr("adagrad", 64) == pytest.approx(0.3 * 10 / 64)
+    assert auto_lr("adam", 32) == pytest.approx(0.01 * 10 / 32)
+    used = []
+    real = train_module.make_optimizer
+    monkeypatch.setattr(train_module, "make_optimizer",
+                        lambda model, name, lr: used.append(lr) or real(model, name, lr))
+    data = from_arrays([0, 1, 1, 2], [0, 0, 1, 2])
+    for cfg in (FitConfig(epochs=1, progress=False, threads=1),
+                FitConfig(epochs=1, progress=False, threads=1, lr=0.05)):
+        fit(MatrixFactorization(3, 3, dim=20), data, cfg)
+    assert used == [pytest.approx(0.15), 0.05]

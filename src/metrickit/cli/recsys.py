@@ -96,6 +96,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from ..recsys.sampling import STRATEGIES
+    from ..recsys.steps import SOFTMAX_NEGATIVES
     from ..recsys.train import LOSSES, OPTIMIZERS, FitConfig
 
     d = FitConfig()
@@ -106,7 +107,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     add("--dim", type=int, default=10, help="embedding size [10, LightFM's default]")
     add("--epochs", type=int, default=d.epochs, help=f"[{d.epochs}]")
     add("--batch-size", type=int, default=d.batch_size, help=f"[{d.batch_size}]")
-    add("--lr", type=float, default=d.lr, help=f"learning rate [{d.lr}]")
+    add("--lr", type=float, default=d.lr,
+        help="learning rate [Adagrad 0.3·min(1, 10/dim), Adam 0.01·min(1, 10/dim)]")
     add("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"[{d.optimizer}]")
     add("--l2", type=float, default=d.l2, help=f"L2 on the vectors of a batch [{d.l2}]")
     add("--margin", type=float, default=d.margin, help=f"hinge/WARP margin [{d.margin}]")
@@ -116,6 +118,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     add("--sampler", choices=STRATEGIES, default=d.sampler, help=f"negatives [{d.sampler}]")
     add("--temperature", type=float, default=d.temperature,
         help=f"sampled softmax temperature [{d.temperature}]")
+    add("--kos-k", type=int, default=d.kos_k, help=f"warp_kos: k-th best positive [{d.kos_k}]")
+    add("--kos-n", type=int, default=d.kos_n, help=f"warp_kos: positives drawn [{d.kos_n}]")
+    add("--softmax-negatives", choices=SOFTMAX_NEGATIVES, default=d.softmax_negatives,
+        help=f"sampled softmax: in-batch or sampled by --sampler [{d.softmax_negatives}]")
+    add("--n-sampled", type=int, default=d.n_sampled,
+        help=f"sampled softmax: negatives drawn per batch [{d.n_sampled}]")
     add("--seed", type=int, default=0, help="seed of split, init and sampling [0]")
     add_device(p, help="torch device [cpu]", default="cpu")
 

@@ -26,6 +26,7 @@ class Recommender(nn.Module):
 
     n_users: int
     n_items: int
+    dim: int
     user_ids: IdMap | None = None
     item_ids: IdMap | None = None
 
@@ -174,7 +175,7 @@ class TwoTower(Recommender):
 
     def __init__(self, user_features, item_features, dim: int = 64, init_std: float = 0.1):
         super().__init__()
-        dim = check_positive_int(dim, "dim")
+        self.dim = dim = check_positive_int(dim, "dim")
         self.user_tower = FeatureTower(user_features, dim, init_std)
         self.item_tower = FeatureTower(item_features, dim, init_std)
         self.n_users = self.user_tower.ids.shape[0]

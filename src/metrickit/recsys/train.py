@@ -46,12 +46,13 @@ OPTIMIZERS = ("adagrad", "adam")
 @dataclass
 class FitConfig:
     """Training settings. Adagrad, max_sampled 10 and margin 1 follow LightFM; batch 2048 with
-    lr 0.3 (the loss is a batch mean) was tuned on MovieLens-100K for speed to quality."""
+    lr 0.3 at 10 dimensions (the loss is a batch mean) was tuned on MovieLens-100K for speed to
+    quality. ``lr=None`` [default] scales it with the model's dimension d (:func:`auto_lr`)."""
 
     loss: str = "warp"
     epochs: int = 10
     batch_size: int = 2048
-    lr: float = 0.3
+    lr: float | None = None
     optimizer: str = "adagrad"
     l2: float = 0.0
     margin: float = 1.0
@@ -83,7 +84,8 @@ class FitConfig:
                      "n_sampled"):
             setattr(self, name, check_positive_int(getattr(self, name), name))
         for name in ("lr", "l2", "margin", "alpha", "temperature"):
-            setattr(self, name, check_nonnegative(getattr(self, name), name))
+            if name != "lr" or self.lr is not None:
+                setattr(self, name, check_nonnegative(getattr(self, name), name))
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
@@ -118,6 +120,16 @@ def _step(model: Recommender, sampler: NegativeSampler, users: Tensor, items: Te
                             c.temperature, c.logq_correction, c.exclude_positives, log_q,
                             generator)
     return pair_step(model, sampler, users, items, c.loss, c.n_negatives, c.margin, generator)
+
+
+def auto_lr(optimizer: str, dim: int) -> float:
+    """The default learning rate for a model of dimension ``dim``: Adagrad 0.3·min(1, 10/d),
+    Adam 0.01·min(1, 10/d). Adagrad's first steps move every touched coordinate by about lr, so
+    the score noise they add grows with d; on MovieLens-100K (temporal leave-last-5-out, WARP)
+    a fixed 0.3 gave P@10 0.061 at d = 32 and 0.053 at d = 64, 3/d gave 0.064 at both."""
+    check_choice(optimizer, "optimizer", OPTIMIZERS)
+    scale = min(1.0, 10 / check_positive_int(dim, "dim"))
+    return (0.3 if optimizer == "adagrad" else 0.01) * scale
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
@@ -200,7 +212,8 @@ def _fit(model: Recommender, train: Interactions, config: FitConfig,
     items = torch.as_tensor(train.item, device=device)
     pop = sampler.popularity.float()
     log_q = torch.log(pop.clamp_min(1) / pop.sum())
-    optimizer = make_optimizer(model, config.optimizer, config.lr)
+    lr = config.lr if config.lr is not None else auto_lr(config.optimizer, model.dim)
+    optimizer = make_optimizer(model, config.optimizer, lr)
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, Tensor]] | None = None
     for epoch in range(1, config.epochs + 1):
