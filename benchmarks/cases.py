@@ -9,7 +9,10 @@ from typing import Any
 
 from . import naive, ours, peers
 
-LOSS_TASKS = ("batch_all", "batch_hard", "semihard")
+TRIPLET_TASKS = ("batch_all", "batch_hard", "semihard")
+# the cosine-similarity pair losses, by registry name, each at its defaults
+PAIR_TASKS = ("multi_similarity", "circle", "margin", "ntxent", "supcon", "tuplet_margin", "fastap")
+LOSS_TASKS = TRIPLET_TASKS + PAIR_TASKS
 MINER_TASKS = ("miner_hard", "miner_semihard", "miner_difficulty")
 EVAL_TASK = "eval"
 TASKS = LOSS_TASKS + MINER_TASKS + (EVAL_TASK,)
@@ -22,6 +25,13 @@ TASK_TITLES = {
     "miner_semihard": "Semi-hard miner (mining only, no gradient)",
     "miner_difficulty": "Semi-hard triplet count, d(a,p) ≤ d(a,n) < d(a,p) + m (no gradient)",
     "eval": "Retrieval evaluation: P@1, R-Precision, MAP@R (self excluded)",
+    "multi_similarity": "Multi-similarity loss (α=2, β=50, λ=0.5), forward + backward",
+    "circle": "Circle loss (m=0.25, γ=256), forward + backward",
+    "margin": "Margin loss (α=0.2, β=1.2, all triplets), forward + backward",
+    "ntxent": "NT-Xent / InfoNCE over a labelled batch (τ=0.07), forward + backward",
+    "supcon": "Supervised contrastive loss (τ=0.1), forward + backward",
+    "tuplet_margin": "Tuplet margin loss (5.73°, s=64), forward + backward",
+    "fastap": "FastAP loss (10 bins), forward + backward",
 }
 
 
@@ -110,6 +120,13 @@ IMPLS: dict[tuple[str, str], Impl] = {
              "pytorch_metric_learning", peers.pml_eval, peers.negligible, "eval"),
     )
 }
+for _task in PAIR_TASKS:
+    IMPLS[(_task, "metrickit")] = Impl(
+        _task, "metrickit", f"{_task}_loss (blockwise similarity rows)", "metrickit",
+        ours.pair_loss(_task), peers.pair_rows_bytes, _task)
+    IMPLS[(_task, "pml")] = Impl(
+        _task, "pml", peers.PML_PAIR_LABELS[_task], "pytorch_metric_learning",
+        peers.pml_pair_loss(_task), peers.PML_PAIR_BYTES[_task], _task)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,17 @@ def semihard(margin: float) -> Fn:
     return _triplet("semihard", margin)
 
 
+def pair_loss(name: str) -> Callable[[float], Fn]:
+    """Builder of a cosine-similarity pair loss at its defaults (the margin argument unused)."""
+
+    def build(_margin: float) -> Fn:
+        import metrickit as mk
+
+        return getattr(mk.F, f"{name}_loss")
+
+    return build
+
+
 def miner_hard(margin: float) -> Fn:
     from metrickit.miners import batch_hard_triplets
 

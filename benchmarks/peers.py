@@ -113,6 +113,38 @@ def st_semihard(margin: float) -> Fn:
     return _st("BatchSemiHardTripletLoss", "batch_semi_hard_triplet_loss", margin)
 
 
+# The cosine-similarity pair losses in PML, configured as metrickit's defaults (docs/losses.md).
+PML_PAIR_LABELS = {
+    "multi_similarity": "MultiSimilarityLoss() (CosineSimilarity, MeanReducer)",
+    "circle": "CircleLoss(m=0.25, gamma=256) (AvgNonZeroReducer)",
+    "margin": "MarginLoss() (all triplets, DivisorReducer)",
+    "ntxent": "NTXentLoss(temperature=0.07)",
+    "supcon": "SupConLoss(temperature=0.1) (AvgNonZeroReducer)",
+    "tuplet_margin": "TupletMarginLoss(margin=5.73, scale=64)",
+    "fastap": "FastAPLoss(num_bins=10, distance=LpDistance(power=2))",
+}
+
+
+def pml_pair_loss(name: str) -> Callable[[float], Fn]:
+    """Builder of PML's version of a pair loss (the margin argument unused)."""
+
+    def build(_margin: float) -> Fn:
+        from pytorch_metric_learning import distances, losses
+
+        loss = {
+            "multi_similarity": lambda: losses.MultiSimilarityLoss(),
+            "circle": lambda: losses.CircleLoss(m=0.25, gamma=256),
+            "margin": lambda: losses.MarginLoss(),
+            "ntxent": lambda: losses.NTXentLoss(temperature=0.07),
+            "supcon": lambda: losses.SupConLoss(temperature=0.1),
+            "tuplet_margin": lambda: losses.TupletMarginLoss(),
+            "fastap": lambda: losses.FastAPLoss(distance=distances.LpDistance(power=2)),
+        }[name]()
+        return lambda x, y: loss(x, y)
+
+    return build
+
+
 # Peak-memory estimates in bytes, read off each algorithm (float32 values, int64 indices),
 # for B samples in P×K layout; used only to skip cases that would not fit.
 
@@ -161,3 +193,42 @@ def naive_cube_bytes(b: int, k: int) -> float:
 
 def negligible(b: int, k: int) -> float:
     return 0.0
+
+
+def pair_rows_bytes(b: int, k: int) -> float:
+    """metrickit's pair losses: the [B, B] derivative, the two boolean masks, their temporaries
+    and one block of rows: about 10 bytes per pair."""
+    return 10 * b * b
+
+
+def pml_pair_matrix_bytes(b: int, k: int) -> float:
+    """PML's matrix-based pair losses: all pair indices (int64) plus about six B×B float
+    matrices (similarities, masks, masked copies, gradients)."""
+    return 16 * b * b + 6 * 4 * b * b
+
+
+def pml_pair_list_bytes(b: int, k: int) -> float:
+    """PML's NT-Xent / tuplet margin: a [positive pairs, negative pairs] float matrix, about five
+    copies (mask, masked logits, exp, gradients): cubic in B (PML issue #547)."""
+    return 5 * 4 * (b * (k - 1)) * (b * (b - k)) + pml_pair_matrix_bytes(b, k)
+
+
+def pml_fastap_bytes(b: int, k: int) -> float:
+    """PML's FastAP: (bins + 1) × B × B pulse tensors (two masked products, their gradients)."""
+    return 4 * 11 * 4 * b * b + pml_pair_matrix_bytes(b, k)
+
+
+def pml_margin_bytes(b: int, k: int) -> float:
+    """PML's margin loss over all triplets: the triplet indices plus a few float vectors each."""
+    return pml_all_triplets_bytes(b, k) + 16 * triplet_count(b, k)
+
+
+PML_PAIR_BYTES = {
+    "multi_similarity": pml_pair_matrix_bytes,
+    "circle": pml_pair_matrix_bytes,
+    "margin": pml_margin_bytes,
+    "ntxent": pml_pair_list_bytes,
+    "supcon": pml_pair_matrix_bytes,
+    "tuplet_margin": pml_pair_list_bytes,
+    "fastap": pml_fastap_bytes,
+}

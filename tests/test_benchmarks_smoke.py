@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from benchmarks import naive, peers
-from benchmarks.cases import LOSS_TASKS, Case
+from benchmarks.cases import PAIR_TASKS, TRIPLET_TASKS, Case
 from benchmarks.checks import check_values
 from benchmarks.inputs import clustered
 from benchmarks.report import render
@@ -19,6 +19,7 @@ from benchmarks.run import main
 from benchmarks.runner import GIB, precheck, run_isolated
 from benchmarks.worker import Settings, run_case
 
+import metrickit as mk
 from reference import (
     batch_hard_triplet_list,
     batch_triplet,
@@ -34,7 +35,7 @@ NAIVE = {"batch_all": naive.batch_all, "batch_hard": naive.batch_hard, "semihard
 TINY = Settings(repeats=1, budget_s=1.0)
 
 
-@pytest.mark.parametrize("task", LOSS_TASKS)
+@pytest.mark.parametrize("task", TRIPLET_TASKS)
 def test_worker_measures_our_loss_on_b16(task, tmp_path):
     grad_path = str(tmp_path / "g.pt")
     r = run_case(Case(task, "metrickit", 16, 4, 8), TINY, grad_path)
@@ -48,7 +49,21 @@ def test_worker_measures_our_loss_on_b16(task, tmp_path):
     assert torch.load(grad_path).shape == (16, 8)
 
 
-@pytest.mark.parametrize("task", LOSS_TASKS)
+@pytest.mark.parametrize("task", PAIR_TASKS)
+def test_pair_loss_cases_agree_with_pml_on_b16(task, tmp_path):
+    results = [
+        run_case(Case(task, name, 16, 4, 8), TINY, str(tmp_path / f"{name}.pt"))
+        for name in ("metrickit", "pml")
+    ]
+    x, labels = clustered(16, 4, 8)
+    assert results[0]["value"] == pytest.approx(
+        float(getattr(mk.F, f"{task}_loss")(x.double(), labels)), rel=1e-5)
+    check_values(results)
+    assert results[1]["check"]["ok"] is True, results[1]["check"]
+    assert results[0]["value"] > 0
+
+
+@pytest.mark.parametrize("task", TRIPLET_TASKS)
 @pytest.mark.parametrize("labels", [[0, 0, 0, 1, 1, 1, 2, 2, 2], [3, 1, 3, 1, 1, 2, 2, 3]])
 def test_naive_baselines_match_bruteforce(task, labels):
     emb = np.random.default_rng(4).normal(size=(len(labels), 3)) * 0.5

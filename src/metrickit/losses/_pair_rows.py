@@ -5,7 +5,7 @@ Each of these losses is a sum of per-anchor terms, and anchor i's term depends o
 the similarity matrix S = x̂ r̂ᵀ (unit rows) and on its pair masks. :func:`row_loss` evaluates
 such a term one cache-sized block of rows at a time: S_block by one matrix product, the term
 and its derivative dℓ_i/dS_ij by autograd on the block alone, kept as one [B, M] matrix J. The
-backward pass is then G = J · grad_output and the two matrix products G r̂ and Gᵀ x̂ — three
+backward pass is the two matrix products (J r̂)·g and Jᵀ(x̂·g) with g = grad_output — three
 B×M×D products in all, the floor of any loss on the Gram matrix, and O(B·M) memory: no B×M
 autograd graph, and no B×B×B or B×B×D intermediate.
 """
@@ -104,7 +104,7 @@ class _RowLoss(torch.autograd.Function):
         b, m = x.shape[0], r.shape[0]
         out = x.new_zeros(b)
         want = any(ctx.needs_input_grad[:3])
-        jac = x.new_zeros(b if want else 0, m)
+        jac = x.new_empty(b if want else 0, m)
         jac_params = None if params is None else torch.zeros_like(params)
         aux_blocks: list[Tensor] = []
         step = max(1, ROW_BLOCK_ELEMENTS // max(m, 1))
@@ -114,11 +114,13 @@ class _RowLoss(torch.autograd.Function):
                 s = (x[rows] @ r.T).requires_grad_(want)
                 p = None if params is None else params[rows].detach().requires_grad_(want)
                 loss, aux = fn(s, pos[rows], neg[rows], p, rows)
-                if want and loss.requires_grad:
+                if want:
                     inputs = (s,) if p is None else (s, p)
-                    grads = torch.autograd.grad(loss.sum(), inputs, allow_unused=True)
-                    if grads[0] is not None:
-                        jac[rows] = grads[0]
+                    grads = (
+                        torch.autograd.grad(loss.sum(), inputs, allow_unused=True)
+                        if loss.requires_grad else (None, None)
+                    )
+                    jac[rows] = 0 if grads[0] is None else grads[0]
                     if p is not None and grads[1] is not None:
                         jac_params[rows] = grads[1]
             out[rows] = loss.detach()
@@ -133,9 +135,10 @@ class _RowLoss(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, _grad_aux):  # type: ignore[override]
         x, r, jac, jac_params = ctx.saved_tensors
-        g = jac * grad_out[:, None]
-        dx = g @ r if ctx.needs_input_grad[0] else None
-        dr = g.T @ x if ctx.needs_input_grad[1] else None
+        # G = J·diag(grad_out) never formed: scale the [B, D] / [B, 1] sides instead
+        go = grad_out[:, None]
+        dx = (jac @ r).mul_(go) if ctx.needs_input_grad[0] else None
+        dr = jac.T @ (x * go) if ctx.needs_input_grad[1] else None
         dp = None
         if jac_params is not None and ctx.needs_input_grad[2]:
             dp = jac_params * grad_out.view(-1, *([1] * (jac_params.dim() - 1)))
