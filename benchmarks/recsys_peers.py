@@ -163,17 +163,94 @@ def machine() -> dict:
             "torch": torch.__version__}
 
 
-def time_to_reach(curve: list[dict], target: float) -> float | None:
+def time_to_reach(curve: list[dict], target: float, key: str = "seconds") -> float | None:
+    """Training seconds (or epochs, ``key="epoch"``) until Precision@10 first reaches target."""
     for p in curve:
         if p["precision@10"] >= target:
-            return p["seconds"]
+            return p[key]
     return None
 
 
-def report(cells_dir: Path) -> str:
-    """Markdown tables (one row per data × split × dim) from the cached cells."""
+def epoch_speed(name: str, dims: list[int], losses: list[str], reps: int = 2) -> list[dict]:
+    """Per-epoch CPU seconds (process time, so a shared machine's load inflates it little) of
+    LightFM and ours, 1 thread each, epochs interleaved on the same random split."""
+    from lightfm import LightFM
+
+    train, _ = make_split(name, "random")
+    x = train.to_csr().tocoo()
+    rows = []
+    torch.set_num_threads(1)
+    for dim in dims:
+        for loss in losses:
+            lfm = LightFM(no_components=dim, loss=loss, learning_rate=0.05, random_state=0)
+            torch.manual_seed(0)
+            model = recsys.MatrixFactorization(train.n_users, train.n_items, dim=dim)
+            cfg = ours_config(loss, threads=1, epochs=1)
+            times: dict[str, list[float]] = {"lightfm": [], "ours": []}
+            for _ in range(reps + 1):  # the first round warms up both
+                c = time.process_time()
+                lfm.fit_partial(x, epochs=1, num_threads=1)
+                times["lightfm"].append(time.process_time() - c)
+                c = time.process_time()
+                recsys.fit(model, train, cfg)
+                times["ours"].append(time.process_time() - c)
+            row = {"data": name, "dim": dim, "loss": loss, "load": os.getloadavg()[0],
+                   **{k: min(v[1:]) for k, v in times.items()}}
+            print(f"{name} dim {dim:>2} {loss}: CPU s/epoch ours {row['ours']:.2f}, LightFM "
+                  f"{row['lightfm']:.2f} ({row['ours'] / row['lightfm']:.2f}x), load "
+                  f"{row['load']:.1f}", flush=True)
+            rows.append(row)
+    return rows
+
+
+def _targets(cells: dict[tuple, dict], key: tuple, speed: dict[tuple, dict]) -> list[str]:
+    """Met / not met (with the figures) of the issue's targets for one data × split × dim."""
+    get = {m: cells.get((*key, m)) for m in METHODS}
+    ours, lfm = get["ours-warp"], get["lightfm-warp"]
+
+    def mark(ok: bool, text: str) -> str:
+        return f"{'met' if ok else 'NOT met'} ({text})"
+
+    out = []
+    if ours and lfm:
+        a, b = ours["best"], lfm["best"]
+        out.append(mark(a["precision@10"] >= b["precision@10"],
+                        f"{a['precision@10']:.4f} vs {b['precision@10']:.4f}"))
+        out.append(mark(a["auc"] >= b["auc"] - 0.005, f"{a['auc']:.4f} vs {b['auc']:.4f}"))
+    else:
+        out += ["—", "—"]
+    bpr = get["ours-bpr"]
+    peers = [get[m] for m in ("lightfm-bpr", "implicit-bpr") if get[m]]
+    if bpr and peers:
+        best_peer = max(c["best"]["precision@10"] for c in peers)
+        out.append(mark(bpr["best"]["precision@10"] >= best_peer,
+                        f"{bpr['best']['precision@10']:.4f} vs {best_peer:.4f}"))
+    else:
+        out.append("—")
+    rate = speed.get((key[0], key[2], "warp"))
+    if ours and lfm and rate:
+        target = lfm["best"]["precision@10"]
+        mine = time_to_reach(ours["curve"], target, "epoch")
+        theirs = time_to_reach(lfm["curve"], target, "epoch")
+        mine_s = None if mine is None else mine * rate["ours"]
+        out.append(mark(mine_s is not None and mine_s <= theirs * rate["lightfm"],
+                        f"{'never' if mine is None else f'{mine} ep. ≈ {mine_s:.1f}'} vs "
+                        f"{theirs} ep. ≈ {theirs * rate['lightfm']:.1f} CPU s"))
+    else:
+        out.append("—")
+    return out
+
+
+def report(cells_dir: Path, speed_file: Path | None = None) -> str:
+    """Markdown tables (one row per data × split × dim) from the cached cells, and the per-epoch
+    CPU times of a ``--speed`` run (its ``speed.json``) when given."""
+    speed: dict[tuple, dict] = {}
+    if speed_file is not None and speed_file.is_file():
+        speed = {(r["data"], r["dim"], r["loss"]): r for r in json.loads(speed_file.read_text())}
     cells: dict[tuple, dict] = {}
     for f in sorted(cells_dir.glob("*.json")):
+        if f.name == "speed.json":
+            continue
         c = json.loads(f.read_text())
         cells[(c["data"], c["split"], c["dim"], c["method"])] = c
     keys = sorted({k[:3] for k in cells}, key=lambda k: (k[0], k[1], k[2]))
@@ -205,6 +282,14 @@ def report(cells_dir: Path) -> str:
                 text += f", reach {'never' if reach is None else f'{reach:.1f}'}"
             row.append(text)
         lines.append(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(row) + " |")
+    lines += ["", "targets: WARP P@10 ≥ LightFM WARP's best; WARP AUC ≥ LightFM's − 0.005; BPR "
+              "P@10 ≥ LightFM BPR's and implicit BPR's; reach = epochs to LightFM WARP's best "
+              "P@10 × CPU seconds per epoch (interleaved `--speed` run), ours vs LightFM", "",
+              "| data | split | dim | WARP P@10 | WARP AUC | BPR P@10 | reach |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for k in keys:
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(_targets(cells, k, speed))
+                     + " |")
     loads = sorted(c["machine"]["load"] for c in cells.values())
     if loads:
         lines += ["", f"{len(cells)} cells; load average during the cells "
@@ -226,10 +311,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cells-dir", default="runs/recsys-bench", help="one JSON per cell")
     p.add_argument("--redo", action="store_true", help="recompute cells already there")
     p.add_argument("--report", action="store_true", help="print the tables of the cells only")
+    p.add_argument("--speed-file", help="--report: speed.json of a --speed run")
+    p.add_argument("--speed", action="store_true",
+                   help="only per-epoch CPU time of ours vs LightFM, interleaved, 1 thread")
     args = p.parse_args(argv)
     cells_dir = Path(args.cells_dir)
+    if args.speed:
+        rows = [r for name in args.data
+                for r in epoch_speed(name, args.dims, ["warp", "bpr"])]
+        cells_dir.mkdir(parents=True, exist_ok=True)
+        (cells_dir / "speed.json").write_text(json.dumps(rows, indent=1))
+        return 0
     if args.report:
-        print(report(cells_dir))
+        print(report(cells_dir, Path(args.speed_file) if args.speed_file else None))
         return 0
     cells_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)

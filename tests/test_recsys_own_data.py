@@ -210,3 +210,20 @@ def test_default_learning_rate_scales_with_the_dimension(monkeypatch):
                 FitConfig(epochs=1, progress=False, threads=1, lr=0.05)):
         fit(MatrixFactorization(3, 3, dim=20), data, cfg)
     assert used == [pytest.approx(0.15), 0.05]
+
+
+def test_benchmark_report_tables_every_cell(tmp_path):
+    import json
+
+    from benchmarks import recsys_peers
+
+    curve = [{"epoch": 1, "seconds": 1.0, "precision@10": 0.1, "auc": 0.8},
+             {"epoch": 2, "seconds": 2.0, "precision@10": 0.2, "auc": 0.9}]
+    for method, scale in (("lightfm-warp", 1.0), ("ours-warp", 2.5)):
+        pts = [{**p, "precision@10": p["precision@10"] * scale} for p in curve]
+        cell = {"data": "d", "split": "random", "dim": 10, "method": method, "curve": pts,
+                "best": pts[-1], "epoch_seconds": 1.0, "machine": {"load": 1.0}}
+        (tmp_path / f"{method}.json").write_text(json.dumps(cell))
+    text = recsys_peers.report(tmp_path)
+    assert "| d | random | 10 | 0.5000 / 0.9000 (2) | 0.2000 / 0.9000 (2) |" in text
+    assert "reach 1.0" in text and "reach 2.0" in text  # ours reaches 0.2 at epoch 1
