@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-CELLS = ("zero_shot", "ours_cosent", "st_cosent", "ours_mnrl", "st_mnrl")
+CELLS = ("zero_shot", "ours_mnrl", "st_mnrl", "ours_cosent", "st_cosent")
 HYPER = {"epochs": 1, "batch_size": 16, "lr": 2e-5, "warmup_ratio": 0.1, "seed": 0}
 WEIGHT_DECAY, MAX_GRAD_NORM, MIN_SCORE = 0.01, 1.0, 4.0
 
