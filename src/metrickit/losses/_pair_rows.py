@@ -93,14 +93,72 @@ def masked_logsumexp(z: Tensor, mask: Tensor, add_one: bool = False) -> tuple[Te
     return total.log() + top[:, 0], nonempty
 
 
+def exp_rows(s: Tensor, mask: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """``(e, top)``: e = exp(scale·(S − top_i)) on ``mask`` and 0 elsewhere, top_i the row's
+    largest kept S (0 for an empty row); scale > 0, so no e exceeds 1."""
+    e = torch.where(mask, s, float("-inf"))
+    top = e.amax(1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, 0.0)
+    return e.sub_(top).mul_(scale).exp_(), top[:, 0]
+
+
+def row_sum(values: Tensor, rows: Tensor, b: int) -> Tensor:
+    """[b] sums of ``values`` grouped by their row index ``rows``."""
+    return values.new_zeros(b).index_add_(0, rows, values)
+
+
+def softmax_over_negatives(
+    s: Tensor,
+    pos: Tensor,
+    neg: Tensor,
+    kappa: float,
+    logit: Callable[[Tensor], tuple[Tensor, Tensor]],
+    grad: Tensor | None,
+) -> Tensor:
+    """Σ_p log(1 + Σ_n exp(κ s_in − z_ip)) per row, with z_ip, dz_ip/ds_ip = ``logit(s_ip)``;
+    writes its closed-form dℓ/dS into ``grad`` (NT-Xent, tuplet margin)."""
+    e, top = exp_rows(s, neg, kappa)
+    total = e.sum(1)
+    lse = kappa * top + total.log()  # −inf for a row without negatives
+    r, c = pos.nonzero(as_tuple=True)
+    z, dz = logit(s[r, c])
+    gap = lse[r] - z
+    loss = row_sum(softplus(gap), r, s.shape[0])
+    if grad is not None:
+        weight = torch.sigmoid(gap)
+        coef = row_sum(weight, r, s.shape[0]) * kappa / torch.where(total > 0, total, 1.0)
+        torch.mul(e, coef[:, None], out=grad)
+        grad[r, c] = -weight * dz
+    return loss
+
+
 def softplus(x: Tensor) -> Tensor:
     """log(1 + exp(x)), exact at every x (``F.softplus`` switches to x above a threshold)."""
     return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
+def _autograd_block(fn, x, r, params, pos, neg, rows, want, jac, jac_params):
+    """One block of rows: the terms by ``fn`` and, if wanted, dℓ/dS (and dℓ/dparams) into the
+    block's rows of ``jac`` (``jac_params``) by autograd on the block alone."""
+    with torch.set_grad_enabled(want):
+        s = (x[rows] @ r.T).requires_grad_(want)
+        p = None if params is None else params[rows].detach().requires_grad_(want)
+        loss, aux = fn(s, pos[rows], neg[rows], p, rows)
+        if want:
+            inputs = (s,) if p is None else (s, p)
+            grads = (
+                torch.autograd.grad(loss.sum(), inputs, allow_unused=True)
+                if loss.requires_grad else (None, None)
+            )
+            jac[rows] = 0 if grads[0] is None else grads[0]
+            if p is not None and grads[1] is not None:
+                jac_params[rows] = grads[1]
+    return loss, aux
+
+
 class _RowLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, r, params, fn, pos, neg, aux_width):  # type: ignore[override]
+    def forward(ctx, x, r, params, fn, pos, neg, aux_width, manual):  # type: ignore[override]
         b, m = x.shape[0], r.shape[0]
         out = x.new_zeros(b)
         want = any(ctx.needs_input_grad[:3])
@@ -110,19 +168,12 @@ class _RowLoss(torch.autograd.Function):
         step = max(1, ROW_BLOCK_ELEMENTS // max(m, 1))
         for start in range(0, b if m else 0, step):
             rows = slice(start, min(start + step, b))
-            with torch.set_grad_enabled(want):
-                s = (x[rows] @ r.T).requires_grad_(want)
-                p = None if params is None else params[rows].detach().requires_grad_(want)
-                loss, aux = fn(s, pos[rows], neg[rows], p, rows)
-                if want:
-                    inputs = (s,) if p is None else (s, p)
-                    grads = (
-                        torch.autograd.grad(loss.sum(), inputs, allow_unused=True)
-                        if loss.requires_grad else (None, None)
-                    )
-                    jac[rows] = 0 if grads[0] is None else grads[0]
-                    if p is not None and grads[1] is not None:
-                        jac_params[rows] = grads[1]
+            if manual:  # fn writes dℓ/dS into the block of J itself
+                with torch.no_grad():
+                    s = x[rows] @ r.T
+                    loss, aux = fn(s, pos[rows], neg[rows], None, rows, jac[rows] if want else None)
+            else:
+                loss, aux = _autograd_block(fn, x, r, params, pos, neg, rows, want, jac, jac_params)
             out[rows] = loss.detach()
             if aux is not None:
                 aux_blocks.append(aux.detach())
@@ -142,11 +193,15 @@ class _RowLoss(torch.autograd.Function):
         dp = None
         if jac_params is not None and ctx.needs_input_grad[2]:
             dp = jac_params * grad_out.view(-1, *([1] * (jac_params.dim() - 1)))
-        return dx, dr, dp, None, None, None, None
+        return dx, dr, dp, None, None, None, None, None
 
 
 def row_loss(
-    pairs: CosinePairs, fn: RowFn, params: Tensor | None = None, aux_width: int = 0
+    pairs: CosinePairs,
+    fn: RowFn,
+    params: Tensor | None = None,
+    aux_width: int = 0,
+    manual: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """``(loss [B], aux [B, k])``: the per-anchor terms ``fn`` computes on blocks of S rows.
 
@@ -154,9 +209,12 @@ def row_loss(
     the block's rows of ``params`` ([B, …], differentiable per-anchor parameters, e.g. a learnable
     margin) and the block's slice; it returns the block's loss terms (each depending on its own
     row only) and optional non-differentiable per-row statistics (``aux_width`` counts).
+    With ``manual`` there is no autograd: ``fn(S, positive, negative, None, rows, grad)``
+    writes the closed-form dℓ_i/dS_ij into ``grad`` (the block of J; None when no gradient is
+    wanted) and the loss takes no ``params``.
     """
     return _RowLoss.apply(
-        pairs.anchors, pairs.refs, params, fn, pairs.positive, pairs.negative, aux_width
+        pairs.anchors, pairs.refs, params, fn, pairs.positive, pairs.negative, aux_width, manual
     )
 
 

@@ -7,7 +7,14 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive, check_reduction, reduce
-from ._pair_rows import PairRowsLoss, cosine_pairs, masked_logsumexp, row_loss, softplus
+from ._pair_rows import (
+    PairRowsLoss,
+    cosine_pairs,
+    exp_rows,
+    row_loss,
+    row_sum,
+    softmax_over_negatives,
+)
 from ._registry import register_loss
 
 
@@ -42,13 +49,13 @@ def ntxent_loss(
     check_reduction(reduction)
     pairs = cosine_pairs(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
 
-    def terms(s, pos, neg, _params, _rows):
-        z = s / temperature
-        lse_n, has_n = masked_logsumexp(z, neg)
-        per_pair = softplus(lse_n[:, None] - z) * (pos & has_n[:, None])
-        return per_pair.sum(1), None
+    def terms(s, pos, neg, _params, _rows, grad):
+        loss = softmax_over_negatives(
+            s, pos, neg, 1 / temperature, lambda sp: (sp / temperature, 1 / temperature), grad
+        )
+        return loss, None
 
-    loss, _ = row_loss(pairs, terms)
+    loss, _ = row_loss(pairs, terms, manual=True)
     count = pairs.positive.sum() if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
 
@@ -80,15 +87,22 @@ def supcon_loss(
     check_reduction(reduction)
     pairs = cosine_pairs(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
 
-    def terms(s, pos, neg, _params, _rows):
-        z = s / temperature
-        lse, _ = masked_logsumexp(z, pos | neg)
-        n_pos = pos.sum(1)
-        mean_pos = (z * pos).sum(1) / n_pos.clamp_min(1)
-        loss = torch.where(n_pos > 0, lse - mean_pos, 0.0)
-        return loss, (n_pos > 0)[:, None].to(s.dtype)
+    def terms(s, pos, neg, _params, _rows, grad):
+        e, top = exp_rows(s, pos | neg, 1 / temperature)
+        total = e.sum(1)
+        r, c = pos.nonzero(as_tuple=True)
+        n_pos = row_sum(torch.ones_like(r, dtype=s.dtype), r, s.shape[0])
+        valid = n_pos > 0
+        mean_pos = row_sum(s[r, c], r, s.shape[0]) / n_pos.clamp_min(1)
+        lse = top + total.clamp_min(torch.finfo(s.dtype).tiny).log() * temperature
+        loss = torch.where(valid, (lse - mean_pos) / temperature, 0.0)
+        if grad is not None:
+            coef = torch.where(valid, 1 / (temperature * total.clamp_min(1e-30)), 0.0)
+            torch.mul(e, coef[:, None], out=grad)
+            grad[r, c] -= 1 / (temperature * n_pos[r])
+        return loss, valid[:, None].to(s.dtype)
 
-    loss, valid = row_loss(pairs, terms, aux_width=1)
+    loss, valid = row_loss(pairs, terms, aux_width=1, manual=True)
     count = valid.sum() if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from .._validation import check_positive, check_real, check_reduction, reduce
-from ..distances import safe_sqrt
-from ._pair_rows import PairRowsLoss, cosine_pairs, masked_logsumexp, row_loss, softplus
+from ._pair_rows import PairRowsLoss, cosine_pairs, row_loss, softmax_over_negatives
 from ._registry import register_loss
 
 
@@ -44,14 +44,17 @@ def tuplet_margin_loss(
     pairs = cosine_pairs(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
     cos_m, sin_m = math.cos(math.radians(margin)), math.sin(math.radians(margin))
 
-    def terms(s, pos, neg, _params, _rows):
-        c = s.clamp(-1, 1)
-        shifted = c * cos_m + safe_sqrt(1 - c * c) * sin_m
-        lse_n, has_n = masked_logsumexp(scale * s, neg)
-        per_pair = softplus(lse_n[:, None] - scale * shifted) * (pos & has_n[:, None])
-        return per_pair.sum(1), None
+    def shifted(sp):  # s·cos(θ − β) and its derivative in cos θ (0 where sin θ = 0)
+        c = sp.clamp(-1, 1)
+        sin = (1 - c * c).clamp_min(0).sqrt()
+        slope = cos_m - torch.where(sin > 0, c / torch.where(sin > 0, sin, 1.0), 0.0) * sin_m
+        inside = (sp >= -1) & (sp <= 1)
+        return scale * (c * cos_m + sin * sin_m), torch.where(inside, scale * slope, 0.0)
 
-    loss, _ = row_loss(pairs, terms)
+    def terms(s, pos, neg, _params, _rows, grad):
+        return softmax_over_negatives(s, pos, neg, scale, shifted, grad), None
+
+    loss, _ = row_loss(pairs, terms, manual=True)
     count = pairs.positive.sum() if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
 
