@@ -124,7 +124,8 @@ def test_recsys_refuses_a_directory_holding_another_run(tmp_path, capsys):
     assert "is not empty" in error_of(capsys, [*RECSYS, "-o", str(other)])
     assert (other / "notes.txt").read_text() == "mine"
     assert json.loads((out / rundir.MARKER).read_text())["kind"] == "recsys"
-    assert "holds a recsys run, not a train run" in error_of(capsys, ["evaluate", str(out)])
+    err = error_of(capsys, ["evaluate", str(out)])
+    assert "holds a recsys run; this command needs a train run" in err
 
 
 def test_every_file_is_replaced_atomically(tmp_path, monkeypatch):

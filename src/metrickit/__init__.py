@@ -29,9 +29,13 @@ _SUBMODULES = {
     "recsys",
     "distributed",
     "cli",
+    "inference",
+    "rundir",
+    "threads",
 }
 _ALIASES = {"F": "functional"}
-_ATTRIBUTES = {"Trainer": "training", "TrainConfig": "training"}
+_ATTRIBUTES = {"Trainer": "training", "TrainConfig": "training", "load_run": "inference",
+               "set_strict_checks": "_validation"}
 
 __all__ = sorted(_SUBMODULES | set(_ALIASES) | set(_ATTRIBUTES) | {"__version__"})
 

@@ -306,10 +306,13 @@ def check_run(path: str | Path, kind: str, required: str = "config.json") -> Non
     """Raise :class:`RunDirError` unless ``path`` holds a run of ``kind`` (with ``required``)."""
     path = Path(path)
     held = run_kind(path, required)
+    if held not in (None, kind, "unknown"):
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise RunDirError(
+            f"{str(path)!r} holds a {held} run; this command needs {article} {kind} run"
+        )
     if held is None or not (path / required).is_file():
         raise RunDirError(f"{str(path)!r} holds no metrickit run (no {required})")
-    if held not in (kind, "unknown"):
-        raise RunDirError(f"{str(path)!r} holds a {held} run, not a {kind} run")
 
 
 @contextlib.contextmanager

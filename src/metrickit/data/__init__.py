@@ -39,11 +39,14 @@ def load_dataset(spec: str | Path, **options: object) -> LabelledData:
     Built-in: ``"digits"``, ``"mnist5k"``, ``"flavia"`` (option ``standardize``). A path: a
     directory with one sub-folder of images per class (options ``mode="L"|"RGB"``,
     ``image_size``), a ``.csv`` of feature vectors (option ``label_column="label"``), or ``.npy`` /
-    ``.npz`` arrays. Every result has at least two classes and two samples per class.
+    ``.npz`` arrays. Every result has at least two classes and two samples per class, unless
+    ``check=False`` (data that is only embedded, e.g. queries; a CSV may then have no label
+    column with ``label_column=None``).
     """
     from .files import load_path
 
     if isinstance(spec, str) and spec in BUILTIN:
+        options.pop("check", None)
         return BUILTIN[spec](**options)
     if not isinstance(spec, (str, Path)):
         raise TypeError(f"spec must be a dataset name or a path, got {type(spec).__name__}")

@@ -89,8 +89,13 @@ def from_arrays(
     labels: np.ndarray,
     name: str,
     image_shape: tuple[int, int, int] | None = None,
+    check: bool = True,
 ) -> LabelledData:
-    """Build a checked dataset from features and arbitrary labels; ids follow the sorted labels."""
+    """Build a dataset from features and arbitrary labels; ids follow the sorted labels.
+
+    ``check=True`` applies :func:`check_metric_data` (what training needs); data that is only
+    embedded (queries, a gallery) may hold any number of classes and samples.
+    """
     names, y = np.unique(np.asarray(labels), return_inverse=True)
     data = LabelledData(
         torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)),
@@ -99,7 +104,10 @@ def from_arrays(
         name,
         image_shape,
     )
-    check_metric_data(data)
+    if check:
+        check_metric_data(data)
+    elif len(data) == 0:
+        raise ValueError(f"dataset {name!r} is empty: no samples were found")
     return data
 
 

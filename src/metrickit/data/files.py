@@ -34,6 +34,7 @@ def load_image_folder(
     root: Path,
     mode: str = "L",
     image_size: int | tuple[int, int] | None = None,
+    check: bool = True,
 ) -> LabelledData:
     """Images under ``root/<class name>/``; class ids follow the sorted folder names.
 
@@ -83,23 +84,24 @@ def load_image_folder(
         )
     x = np.stack(arrays)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    return from_arrays(x, np.array(labels), name, tuple(x.shape[1:]))
+    return from_arrays(x, np.array(labels), name, tuple(x.shape[1:]), check=check)
 
 
-def load_csv(path: Path, label_column: str = "label") -> LabelledData:
+def load_csv(path: Path, label_column: str | None = "label", check: bool = True) -> LabelledData:
     """A CSV with a header row: ``label_column`` holds the class (any text), every other column a
-    numeric feature."""
+    numeric feature. ``label_column=None``: every column is a feature and the data unlabelled
+    (one class named ""), for data that is only embedded."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
         raise ValueError(f"dataset {str(path)!r} is empty: the CSV file has no header row")
     header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
-    if label_column not in header:
+    if label_column is not None and label_column not in header:
         raise ValueError(
             f"label column {label_column!r} not found in {path}; columns are: {', '.join(header)} "
             "(choose one with --label-column; config/TrainConfig: label_column)"
         )
-    li = header.index(label_column)
+    li = header.index(label_column) if label_column is not None else -1
     feats = [i for i in range(len(header)) if i != li]
     if not feats:
         raise ValueError(f"{path} has no feature columns besides {label_column!r}")
@@ -119,11 +121,11 @@ def load_csv(path: Path, label_column: str = "label") -> LabelledData:
                     f"{path}, line {r + 2}: column {header[c]!r} is not a finite number: "
                     f"{row[c].strip()!r}"
                 )
-    labels = np.array([row[li].strip() for row in body], dtype=str)
-    return from_arrays(x, _numeric_if_integral(labels), str(path))
+    labels = np.array([row[li].strip() if li >= 0 else "" for row in body], dtype=str)
+    return from_arrays(x, _numeric_if_integral(labels), str(path), check=check)
 
 
-def load_arrays(path: Path) -> LabelledData:
+def load_arrays(path: Path, check: bool = True) -> LabelledData:
     """``.npz`` with arrays ``x`` (or ``X``) and ``y``; or ``.npy`` with one 2-D array whose last
     column is the label. ``x`` of shape [N, D] is feature vectors; [N, H, W] greyscale images;
     [N, C, H, W] or [N, H, W, C] (C in 1, 3, 4) images. uint8 values are scaled /255."""
@@ -167,7 +169,7 @@ def load_arrays(path: Path) -> LabelledData:
         raise ValueError(f"{path}: x must be [N, D], [N, H, W] or 4-D images, got {x.shape}")
     if x.ndim == 4:
         image_shape = tuple(x.shape[1:])
-    return from_arrays(x, y, str(path), image_shape)
+    return from_arrays(x, y, str(path), image_shape, check=check)
 
 
 def load_path(path: Path, **options: object) -> LabelledData:
@@ -178,9 +180,10 @@ def load_path(path: Path, **options: object) -> LabelledData:
     if suffix == ".csv":
         return load_csv(path, **options)  # type: ignore[arg-type]
     if suffix in (".npy", ".npz"):
+        check = bool(options.pop("check", True))
         if options:
             raise TypeError(f"{suffix} files take no options, got {', '.join(options)}")
-        return load_arrays(path)
+        return load_arrays(path, check=check)
     raise ValueError(
         f"cannot load {path}: expected a directory of class sub-folders, a .csv, .npy or .npz file"
     )
