@@ -12,7 +12,15 @@ import argparse
 from pathlib import Path
 
 from . import UsageError
-from ._common import add_output, add_quiet, add_run_dir, add_threads, apply_threads, run_dir_of
+from ._common import (
+    add_dataset,
+    add_output,
+    add_quiet,
+    add_run_dir,
+    add_threads,
+    apply_threads,
+    run_dir_of,
+)
 
 _EPILOG = (
     "Examples: metrickit text train --model all-minilm-l6-v2 --dataset stsb --loss cosent "
@@ -30,14 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="fine-tune a sentence encoder, evaluate it")
     add = train.add_argument
     add("--model", default="all-minilm-l6-v2", help="built-in model name or model directory")
-    add(
-        "--dataset",
-        "--data",
-        dest="dataset",
-        metavar="DATA",
-        default="stsb",
-        help="stsb, or a CSV/TSV/JSONL file of pairs or scored pairs [stsb]",
-    )
+    add_dataset(train, "stsb, or a CSV/TSV/JSONL file of pairs or scored pairs [stsb]",
+                default="stsb")
+    add("--data", dest="dataset", help=argparse.SUPPRESS)  # the same, shown once in the help
     add("--loss", default="cosent", help="cosent, angle, cosine, mnrl or mnrl_sym")
     add("--loss-param", action="append", default=[], metavar="NAME=VALUE", help="e.g. scale=20")
     add("--epochs", type=int, default=1)
