@@ -34,8 +34,15 @@ from ._validation import (
     check_nonnegative,
     check_positive_int,
     check_tensor,
+    compute_dtype,
 )
-from .distances import DISTANCES, chunked_pairwise, pairwise_distance, resolve_distance
+from .distances import (
+    DISTANCES,
+    chunked_pairwise,
+    pairwise_distance,
+    resolve_distance,
+    unit_rows,
+)
 from .masks import class_slots, pair_masks
 
 STRATEGIES = ("semihard", "hard")
@@ -319,6 +326,32 @@ def triplet_difficulty(
     return count_triplets(dist, pos, neg, margin)
 
 
+_OFFLINE_TILE = 256  # anchors per distance block of mine_offline (fixed: see its docstring)
+
+
+def _offline_rows(x: Tensor, distance: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``(rows, column_bias, row_term)`` with d(i, j) = g(s_ij) nondecreasing in the score
+    s_ij = bias_j − 2 r_i·r_j (Euclidean kinds; g = sqrt/identity of max(s + row_term_i, 0)) or
+    s_ij = −r_i·r_j (cosine: d = 1 + s; dot: d = s)."""
+    x = x.to(compute_dtype(x))
+    if distance == "cosine":
+        return unit_rows(x), None, None
+    if distance == "dot":
+        return x, None, None
+    sq = (x * x).sum(1)
+    return x, sq, sq
+
+
+def _offline_distance(score: Tensor, row_term: Tensor | None, distance: str) -> Tensor:
+    """d = g(s) for scores of :func:`_offline_rows` (one per row)."""
+    if distance == "cosine":
+        return score + 1
+    if distance == "dot" or row_term is None:
+        return score
+    d = (score + row_term).clamp_min(0)
+    return d.sqrt() if distance == "euclidean" else d
+
+
 def mine_offline(
     embeddings: Tensor,
     labels: Tensor,
@@ -329,15 +362,23 @@ def mine_offline(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(a, p, n)`` over a whole embedded data set, at most one triplet per anchor.
 
-    Offline mining (seed 003): anchors are processed ``chunk_size`` rows at a time, so only a
-    [chunk_size, N] block of distances exists at once; the result does not depend on
-    ``chunk_size``. For every anchor with a positive, p is its farthest positive and
+    Offline mining (as described by O. Moindrot, "Triplet Loss and Online Triplet Mining in
+    TensorFlow", 2018). For every anchor with a positive, p is its farthest positive and
 
     * ``"hard"``: n is its nearest negative (anchors without a negative are skipped);
     * ``"semihard"``: n is its nearest negative with d(a, p) < d(a, n) < d(a, p) + m; anchors
       without such a negative are skipped (with margin 0 none qualifies).
 
     Ties go to the lowest index. Anchors come out in ascending order.
+
+    Speed and memory, as an exact kNN search: the anchors, grouped by class, go through one
+    [256, N] block of scores at a time (one matrix product; memory O(256·N) whatever N). A score
+    is the distance up to a per-anchor monotone map (‖x_j‖² − 2 x_i·x_j for the Euclidean
+    distance), so the positives are read from the anchor's class columns, those columns are then
+    masked in place, and the negative is one ``argmin`` over the row; only the mined triplets are
+    turned into distances (for the semi-hard upper bound). The blocks are fixed, so the result
+    does not depend on ``chunk_size``, which is kept for compatibility and does not change the
+    work (nor the memory, at most a [256, N] block).
     """
     check_choice(strategy, "strategy", STRATEGIES)
     margin = check_nonnegative(margin, "margin")
@@ -347,22 +388,60 @@ def mine_offline(
     labels = check_labels(labels, embeddings.shape[0])
     out: list[tuple[Tensor, Tensor, Tensor]] = []
     with torch.no_grad():
-        for start, block in chunked_pairwise(embeddings.detach(), None, distance, chunk_size):
-            rows = torch.arange(block.shape[0], device=block.device)
-            pos, neg = pair_masks(labels[start : start + block.shape[0]], labels)
-            pos[rows, rows + start] = False
-            d_ap, p = block.masked_fill(~pos, float("-inf")).max(1)
+        rows, bias, row_term = _offline_rows(embeddings.detach(), distance)
+        order = torch.sort(labels, stable=True)[1]
+        counts = torch.unique_consecutive(labels[order], return_counts=True)[1].tolist()
+        starts = [0]
+        for c in counts:
+            starts.append(starts[-1] + c)
+        n_all = rows.shape[0]
+        # buffers reused by every block: fresh [256, N] allocations per block would page-fault
+        # and fragment the heap (the peak memory then grows with N)
+        buffer = rows.new_empty(min(_OFFLINE_TILE, n_all) * n_all)
+        below = torch.empty(buffer.shape, dtype=torch.bool, device=rows.device)
+        picked = rows.new_empty(min(_OFFLINE_TILE, n_all) * max(counts, default=1))
+        klass = 0  # the class of sorted position `pos` below
+        for t0 in range(0, n_all, _OFFLINE_TILE):
+            tile = order[t0 : t0 + _OFFLINE_TILE]
+            t = tile.shape[0]
+            score = buffer[: t * n_all].view(t, n_all)
+            if bias is None:
+                torch.mm(rows[tile], rows.T, out=score).neg_()
+            else:
+                torch.addmm(bias[None, :], rows[tile], rows.T, alpha=-2, out=score)
+            s_ap = score.new_full((t,), float("-inf"))
+            p = torch.zeros_like(tile)
+            pos = t0
+            while pos < t0 + t:
+                while starts[klass + 1] <= pos:
+                    klass += 1
+                lo, hi = starts[klass], starts[klass + 1]
+                stop, r0 = min(hi, t0 + t), pos - t0
+                members = order[lo:hi]
+                if hi - lo > 1:
+                    block = picked[: (stop - pos) * (hi - lo)].view(stop - pos, hi - lo)
+                    torch.index_select(score[r0 : stop - t0], 1, members, out=block)
+                    own = torch.arange(pos - lo, stop - lo, device=block.device)
+                    block[torch.arange(stop - pos, device=block.device), own] = float("-inf")
+                    s_ap[r0 : stop - t0], best = block.max(1)
+                    p[r0 : stop - t0] = members[best]
+                score[r0 : stop - t0].index_fill_(1, members, float("inf"))
+                pos = stop
             if strategy == "semihard":
-                d_ap = d_ap[:, None]
-                neg = neg & (block > d_ap) & (block < d_ap + margin)
-            n = block.masked_fill(~neg, float("inf")).argmin(1)
-            keep = (pos.any(1) & neg.any(1)).nonzero(as_tuple=True)[0]
-            out.append((keep + start, p[keep], n[keep]))
-    if not out:
-        empty = torch.zeros(0, dtype=torch.int64, device=embeddings.device)
-        return empty, empty.clone(), empty.clone()
-    a, p, n = (torch.cat(parts) for parts in zip(*out, strict=True))
-    return a, p, n
+                mask = below[: t * n_all].view(t, n_all)
+                score.masked_fill_(torch.le(score, s_ap[:, None], out=mask), float("inf"))
+            n = score.argmin(1)
+            s_an = score.gather(1, n[:, None])[:, 0]
+            keep = (s_ap > float("-inf")) & (s_an < float("inf"))
+            if strategy == "semihard":
+                term = None if row_term is None else row_term[tile]
+                d_ap = _offline_distance(s_ap, term, distance)
+                keep &= _offline_distance(s_an, term, distance) < d_ap + margin
+            out.append((tile[keep], p[keep], n[keep]))
+    a, p, n = (torch.cat(parts) for parts in zip(*out, strict=True)) if out else (
+        torch.zeros(0, dtype=torch.int64, device=embeddings.device) for _ in range(3))
+    first = torch.sort(a)[1]
+    return a[first], p[first], n[first]
 
 
 # ---------------------------------------------------------------------------------------------

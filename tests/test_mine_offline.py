@@ -1,0 +1,60 @@
+"""mine_offline over several distance blocks, every distance: plain-loop reference in float64."""
+
+import numpy as np
+import pytest
+import torch
+
+from metrickit import miners
+
+
+def distance_matrix(x, distance):
+    if distance == "cosine":
+        u = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return 1 - u @ u.T
+    if distance == "dot":
+        return -x @ x.T
+    sq = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    return np.sqrt(sq) if distance == "euclidean" else sq
+
+
+def reference(x, labels, strategy, margin, distance):
+    d = distance_matrix(x, distance)
+    out = []
+    for a in range(len(labels)):
+        ps = [j for j in range(len(labels)) if labels[j] == labels[a] and j != a]
+        if not ps:
+            continue
+        p = max(ps, key=lambda j: (d[a, j], -j))
+        ns = [j for j in range(len(labels)) if labels[j] != labels[a]]
+        if strategy == "semihard":
+            ns = [n for n in ns if d[a, p] < d[a, n] < d[a, p] + margin]
+        if ns:
+            out.append((a, p, min(ns, key=lambda j: (d[a, j], j))))
+    return out
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "squared_euclidean", "cosine", "dot"])
+@pytest.mark.parametrize("strategy", ["hard", "semihard"])
+def test_several_blocks_match_the_loops(distance, strategy):
+    g = np.random.default_rng(5)
+    labels = g.integers(0, 7, size=600)  # classes spread over three 256-anchor blocks
+    labels[:3] = [9, 10, 10]  # a singleton (no positive) and a pair
+    x = g.normal(size=(600, 5))
+    margin = {"dot": 2.0, "squared_euclidean": 1.0}.get(distance, 0.3)
+    a, p, n = miners.mine_offline(torch.tensor(x), torch.tensor(labels), strategy, margin,
+                                  distance)
+    got = list(zip(a.tolist(), p.tolist(), n.tolist(), strict=True))
+    want = reference(x, labels, strategy, margin, distance)
+    assert got == want and len(got) > 100
+    assert a.dtype == torch.int64 and torch.all(a[1:] > a[:-1])
+
+
+def test_float16_input_and_empty_set():
+    x = torch.randn(300, 4)
+    labels = torch.arange(300) % 3
+    half = miners.mine_offline(x.half(), labels, "hard")
+    assert torch.equal(half[0], torch.arange(300))
+    assert torch.equal(torch.stack(half), torch.stack(miners.mine_offline(x.half().float(),
+                                                                          labels, "hard")))
+    empty = miners.mine_offline(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), "hard")
+    assert all(t.shape == (0,) and t.dtype == torch.int64 for t in empty)
