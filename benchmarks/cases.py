@@ -12,7 +12,10 @@ from . import naive, ours, peers
 TRIPLET_TASKS = ("batch_all", "batch_hard", "semihard")
 # the cosine-similarity pair losses, by registry name, each at its defaults
 PAIR_TASKS = ("multi_similarity", "circle", "margin", "ntxent", "supcon", "tuplet_margin", "fastap")
-LOSS_TASKS = TRIPLET_TASKS + PAIR_TASKS
+# proxy losses: PROXY_CLASSES classes (labels mod PROXY_CLASSES), class vectors shared by all impls
+PROXY_TASKS = ("proxy_anchor", "proxy_nca", "normalized_softmax", "cosface", "arcface",
+               "subcenter_arcface", "soft_triple")
+LOSS_TASKS = TRIPLET_TASKS + PAIR_TASKS + PROXY_TASKS
 MINER_TASKS = ("miner_hard", "miner_semihard", "miner_difficulty")
 EVAL_TASK = "eval"
 TASKS = LOSS_TASKS + MINER_TASKS + (EVAL_TASK,)
@@ -32,6 +35,8 @@ TASK_TITLES = {
     "supcon": "Supervised contrastive loss (τ=0.1), forward + backward",
     "tuplet_margin": "Tuplet margin loss (5.73°, s=64), forward + backward",
     "fastap": "FastAP loss (10 bins), forward + backward",
+    **{t: f"{t} loss, 100 classes, forward + backward (embeddings and class vectors)"
+       for t in PROXY_TASKS},
 }
 
 
@@ -112,6 +117,10 @@ IMPLS: dict[tuple[str, str], Impl] = {
         Impl("miner_difficulty", "pml", "TripletMarginMiner('semihard'), number mined",
              "pytorch_metric_learning", peers.pml_miner_semihard, peers.pml_all_triplets_bytes,
              "semihard_band"),
+        *(Impl(t, "metrickit", f"F.{t}_loss (paper defaults)", "metrickit", ours.proxy(t),
+               peers.proxy_logits_bytes, t) for t in PROXY_TASKS),
+        *(Impl(t, "pml", peers.PML_PROXY[t][0], "pytorch_metric_learning", peers.pml_proxy(t),
+               peers.proxy_logits_bytes, t) for t in PROXY_TASKS),
         Impl("eval", "metrickit", "retrieval_metrics (default backend: faiss if installed)",
              "metrickit", ours.evaluation, peers.negligible, "eval"),
         Impl("eval", "metrickit-torch", "retrieval_metrics(backend='torch')", "metrickit",

@@ -24,3 +24,11 @@ def clustered(
     x = centres[labels] + torch.randn(n, dim, generator=g) / dim**0.5
     perm = torch.randperm(n, generator=g)
     return x[perm].contiguous(), labels[perm].contiguous()
+
+
+PROXY_CLASSES = 100
+
+
+def proxy_vectors(rows: int, dim: int, seed: int = 1) -> Tensor:
+    """Deterministic class vectors [rows, dim], N(0, 1), shared by every proxy-loss impl."""
+    return torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed))

@@ -82,3 +82,28 @@ def evaluation(threads: int) -> Fn:
 def evaluation_torch(threads: int) -> Fn:
     """``retrieval_metrics`` on the pure-torch k-NN backend."""
     return _evaluation(threads, "torch")
+
+
+def proxy(task: str) -> Callable[[float], Fn]:
+    """``F.<task>_loss`` at its defaults, with the shared class vectors (a leaf with a gradient)."""
+
+    def build(margin: float) -> Fn:
+        import metrickit as mk
+
+        from .inputs import PROXY_CLASSES, proxy_vectors
+
+        loss = getattr(mk.F, f"{task}_loss")
+        state: dict[str, Tensor] = {}
+
+        def run(x: Tensor, y: Tensor) -> Any:
+            if "w" not in state:
+                w = proxy_vectors(PROXY_CLASSES * PROXY_PER_CLASS.get(task, 1), x.shape[1])
+                state["w"] = w.to(x.device, x.dtype).requires_grad_()
+            return loss(x, y, state["w"])
+
+        return run
+
+    return build
+
+
+PROXY_PER_CLASS = {"subcenter_arcface": 3, "soft_triple": 10}  # the defaults of those losses

@@ -145,6 +145,51 @@ def pml_pair_loss(name: str) -> Callable[[float], Fn]:
     return build
 
 
+# PML proxy losses configured as metrickit's defaults (docs/losses.md): class name, attribute
+# holding the class vectors, whether it is [D, C·k] (transposed), extra keyword arguments.
+PML_PROXY: dict[str, tuple[str, str, bool, dict[str, Any]]] = {
+    "proxy_anchor": ("ProxyAnchorLoss", "proxies", False, {}),
+    "proxy_nca": ("ProxyNCALoss", "proxies", False, {"softmax_scale": 9}),
+    "normalized_softmax": ("NormalizedSoftmaxLoss", "W", True, {}),
+    "cosface": ("CosFaceLoss", "W", True, {}),
+    "arcface": ("ArcFaceLoss", "W", True, {"margin": 28.64788975654116}),  # 0.5 rad
+    "subcenter_arcface": ("SubCenterArcFaceLoss", "W", True, {"margin": 28.64788975654116}),
+    "soft_triple": ("SoftTripleLoss", "fc", True, {"weight_reg_weight": 0.2}),
+}
+
+
+def pml_proxy(task: str) -> Callable[[float], Fn]:
+    """The PML loss of ``task``, its class vectors set to the shared ones on the first call."""
+
+    def build(margin: float) -> Fn:
+        from pytorch_metric_learning import losses, regularizers
+
+        from .inputs import PROXY_CLASSES, proxy_vectors
+        from .ours import PROXY_PER_CLASS
+
+        name, attr, transposed, kwargs = PML_PROXY[task]
+        per_class = PROXY_PER_CLASS.get(task, 1)
+        if task == "soft_triple":
+            kwargs = {**kwargs, "weight_regularizer": regularizers.SparseCentersRegularizer(
+                num_classes=PROXY_CLASSES, centers_per_class=per_class)}
+        state: dict[str, Any] = {}
+
+        def run(x: Tensor, y: Tensor) -> Any:
+            if "loss" not in state:
+                loss = getattr(losses, name)(
+                    num_classes=PROXY_CLASSES, embedding_size=x.shape[1], **kwargs
+                ).to(x.device)
+                w = proxy_vectors(PROXY_CLASSES * per_class, x.shape[1])
+                with torch.no_grad():
+                    getattr(loss, attr).copy_(w.T if transposed else w)
+                state["loss"] = loss
+            return state["loss"](x, y)
+
+        return run
+
+    return build
+
+
 # Peak-memory estimates in bytes, read off each algorithm (float32 values, int64 indices),
 # for B samples in P×K layout; used only to skip cases that would not fit.
 
@@ -232,3 +277,6 @@ PML_PAIR_BYTES = {
     "tuplet_margin": pml_pair_list_bytes,
     "fastap": pml_fastap_bytes,
 }
+def proxy_logits_bytes(b: int, k: int) -> float:
+    """A few [B, 100·10] float32 matrices (cosines, logits, softmax, gradients)."""
+    return 8 * 4 * b * 100 * 10

@@ -19,7 +19,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .cases import EVAL_TASK, IMPL_NAMES, IMPLS, LOSS_TASKS, MINER_TASKS, TASKS, Case
+from .cases import (
+    EVAL_TASK,
+    IMPL_NAMES,
+    IMPLS,
+    LOSS_TASKS,
+    MINER_TASKS,
+    PROXY_TASKS,
+    TASKS,
+    Case,
+)
 from .checks import check_values
 from .machine import describe, load_average
 from .plot import plot_scaling
@@ -70,7 +79,10 @@ def build_grid(a: argparse.Namespace) -> list[Case]:
     cases = []
     for task in a.tasks:
         impls = [n for n in a.impls if (task, n) in IMPLS]
-        if task in LOSS_TASKS:
+        if task in PROXY_TASKS:  # B from 512, 100 classes, D=128 unless --dims
+            cases += [Case(task, n, b, 4, d) for d in (a.dims or (128,)) for n in impls
+                      for b in sorted(sizes) if b >= min(512, max(sizes)) and b % 4 == 0]
+        elif task in LOSS_TASKS:
             cases += [Case(task, n, b, k, d) for d in dims for k in ks for n in impls
                       for b in sorted(sizes) if b % k == 0 and b > k]
         elif task in MINER_TASKS:

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from .cases import EVAL_TASK, LOSS_TASKS, Case
-from .inputs import clustered
+from .cases import EVAL_TASK, LOSS_TASKS, PROXY_TASKS, Case
+from .inputs import PROXY_CLASSES, clustered
 from .memory import PeakMemory
 
 RESULT_PREFIX = "RESULT "
@@ -89,6 +89,8 @@ def run_case(case: Case, settings: Settings, grad_path: str | None = None) -> di
     param = settings.threads if case.task == EVAL_TASK else settings.margin
     fn = case.spec.build(param)
     x, labels = clustered(case.batch, case.k, case.dim, seed=settings.seed, spread=_spread(case))
+    if case.task in PROXY_TASKS:
+        labels = labels % PROXY_CLASSES
     x, labels = x.to(device, getattr(torch, settings.dtype)), labels.to(device)
     step = _step(case, fn, x, labels)
 
