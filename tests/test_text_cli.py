@@ -90,7 +90,7 @@ def test_train_errors_write_nothing(model_dir, data_files, tmp_path, capsys):
         capsys,
         [
             *base,
-            "--data",
+            "--dataset",
             str(data_files / "train.tsv"),
             "--loss",
             "nope",
@@ -100,13 +100,13 @@ def test_train_errors_write_nothing(model_dir, data_files, tmp_path, capsys):
         ],
     )
     if HAS_LOSSES:
-        err = error_of(capsys, [*base, "--data", str(data_files / "train.tsv")])
+        err = error_of(capsys, [*base, "--dataset", str(data_files / "train.tsv")])
         assert "score_range" in err
-        assert "does not exist" in error_of(capsys, [*base, "--data", str(tmp_path / "x.csv")])
+        assert "does not exist" in error_of(capsys, [*base, "--dataset", str(tmp_path / "x.csv")])
     assert not out.exists()
     out.mkdir()
     (out / "keep").write_text("x")
-    assert "not empty" in error_of(capsys, [*base, "--data", str(data_files / "train.tsv")])
+    assert "not empty" in error_of(capsys, [*base, "--dataset", str(data_files / "train.tsv")])
     missing_eval = [
         *base[:-3],
         "-o",
@@ -126,7 +126,7 @@ def test_train_errors_write_nothing(model_dir, data_files, tmp_path, capsys):
 def test_train_evaluate_encode_scored(model_dir, data_files, tmp_path, capsys):
     out = tmp_path / "run"
     argv = [
-        "text", "train", "--model", str(model_dir), "--data", str(data_files / "train.tsv"),
+        "text", "train", "--model", str(model_dir), "--dataset", str(data_files / "train.tsv"),
         "--eval-data", str(data_files / "test.tsv"), "--score-range", "0", "5",
         "--loss", "cosent", "--batch-size", "8", "--lr", "1e-3", "--epochs", "2",
         "--threads", "1", "--quiet", "-o", str(out),
@@ -177,6 +177,6 @@ def test_train_pairs_cached(model_dir, data_files, tmp_path, capsys):
         "--loss", "mnrl", "--batch-size", "12", "--mini-batch-size", "5", "--threads", "1",
         "--quiet", "-o", str(out),
     ]  # fmt: skip
-    assert main(argv) == 0
+    assert main(argv) == 0  # --data is accepted for --dataset
     assert json.loads((out / "config.json").read_text())["fit"]["mini_batch_size"] == 5
     assert "no test data" in error_of(capsys, ["text", "evaluate", str(out)])
