@@ -345,7 +345,9 @@ def offline_triplet_list(emb, labels, strategy="semihard", margin=0.2):
     return out
 
 
-def symmetric_triplet_terms(anc, pos, neg, label, margin=1.0, hinge=True) -> list[float]:
+def symmetric_triplet_terms(
+    anc, pos, neg, label, margin=1.0, hinge=True, soft=False
+) -> list[float]:
     def sq(u, v):
         return triplet_dist(u, v, "squared_euclidean")
 
@@ -355,7 +357,7 @@ def symmetric_triplet_terms(anc, pos, neg, label, margin=1.0, hinge=True) -> lis
             t = 2 * sq(p, a) - sq(p, n) - sq(a, n) + margin
         else:
             t = 2 * sq(n, a) - sq(n, p) - sq(a, p) + margin
-        out.append(max(t, 0.0) if hinge else t)
+        out.append(float(np.logaddexp(0.0, t)) if soft else max(t, 0.0) if hinge else t)
     return out
 
 

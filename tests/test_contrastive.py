@@ -23,7 +23,8 @@ def test_pairs_value_and_grad_match_reference():
 
 
 def test_seed_formula_sum_over_batch_over_two():
-    # seed 000: reduce_sum(y*d^2 + (1-y)*max(1-d,0)^2) / batch_size / 2
+    # the common TensorFlow form (e.g. https://blog.csdn.net/autocyz/article/details/53149760):
+    # reduce_sum(y*d^2 + (1-y)*max(1-d,0)^2) / batch_size / 2
     x1, x2 = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64)
     y = torch.randint(0, 2, (8,))
     d = (x1 - x2).norm(dim=1)

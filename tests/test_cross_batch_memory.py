@@ -237,8 +237,10 @@ def test_half_precision_inputs(dtype):
 
 def test_bad_inputs():
     triplet = mk.losses.BatchTripletLoss()
-    with pytest.raises(TypeError, match="loss must be a loss with a distance-matrix core"):
-        CrossBatchMemory(mk.losses.BatchNPairLoss(), embedding_dim=4)
+    with pytest.raises(TypeError, match="loss must be a pair-based BatchLoss.*TripletCenterLoss"):
+        CrossBatchMemory(mk.losses.TripletCenterLoss(3, 4), embedding_dim=4)
+    with pytest.raises(TypeError, match="loss must be a pair-based BatchLoss.*got NPairLoss"):
+        CrossBatchMemory(mk.losses.NPairLoss(), embedding_dim=4)
     with pytest.raises(ValueError, match="memory_size must be a positive integer"):
         CrossBatchMemory(triplet, embedding_dim=4, memory_size=0)
     with pytest.raises(ValueError, match="start_step"):
@@ -249,12 +251,12 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="labels must have one entry per embedding"):
         xbm(torch.randn(2, 4), torch.tensor([0, 1, 1]))
     x, y = torch.randn(3, 4), torch.tensor([0, 1, 1])
-    with pytest.raises(ValueError, match="rows 2..4 .* references has 3 rows"):
+    with pytest.raises(ValueError, match="rows 2..4 .* has 3 rows"):
         mk.F.reference_set_loss(triplet, x, y, x, y, offset=2)
     with pytest.raises(ValueError, match="same embedding size"):
         mk.F.reference_set_loss(triplet, x, y, torch.randn(3, 2), y)
-    with pytest.raises(TypeError, match="got BatchNPairLoss"):
-        mk.F.reference_set_loss(mk.losses.BatchNPairLoss(), x, y, x, y)
+    with pytest.raises(TypeError, match="loss must be a BatchLoss.*got NPairLoss"):
+        mk.F.reference_set_loss(mk.losses.NPairLoss(), x, y, x, y)
 
 
 def test_brute_force_helpers_agree_with_in_batch_references():

@@ -22,9 +22,25 @@ SPLITS = {2: [7, 5], 3: [4, 5, 3]}  # unequal local batch sizes
 IN_DIM, DIM = 5, 4
 
 
+def _registered(name, batch_only=False):
+    cls = mk.losses.get_loss_class(name)
+    if issubclass(cls, mk.losses.ProxyLoss):
+        return None if batch_only else (lambda: cls(4, DIM))
+    return cls
+
+
+# Every registered loss at its defaults (losses added later are picked up): global anchors for
+# all of them, local anchors for every BatchLoss.
+REGISTERED = mk.losses.list_losses()
+LOCAL_REGISTERED = [n for n in REGISTERED if _registered(n, batch_only=True) is not None]
+
+
 def _losses():
     L = mk.losses
+    registry = {f"registry:{n}": _registered(n) for n in REGISTERED}
+    registry.update({f"local_registry:{n}": _registered(n) for n in LOCAL_REGISTERED})
     return {
+        **registry,
         "triplet_all": lambda: L.BatchTripletLoss(margin=0.5),
         "triplet_hard": lambda: L.BatchTripletLoss(margin=0.5, mining="hard"),
         "triplet_semihard": lambda: L.BatchTripletLoss(margin=0.5, mining="semihard"),
@@ -136,12 +152,12 @@ GLOBAL = ["triplet_all", "triplet_hard", "triplet_semihard", "contrastive", "lif
           "quadruplet", "triplet_center"]
 
 
-@pytest.mark.parametrize("name", GLOBAL)
+@pytest.mark.parametrize("name", GLOBAL + [f"registry:{n}" for n in REGISTERED])
 def test_global_loss_and_gradients_equal_single_process(run, name):
     world, ranks = run
     (loss,), emb_grad, param_grads, loss_param_grads = _single(name)
     sizes = SPLITS[world]
-    assert loss.item() != 0  # the case exercises the loss
+    assert loss.item() != 0 or name.startswith("registry")  # the case exercises the loss
     for r, res in enumerate(ranks):
         got = res[name]
         # every rank computes the single-process loss of the global batch
@@ -173,7 +189,9 @@ def test_local_anchor_sums_partition_the_global_sum(run, name):
             torch.testing.assert_close(a, b / world, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["lifted", "triplet_all", "quadruplet"])
+@pytest.mark.parametrize(
+    "name", ["lifted", "triplet_all", "quadruplet"] + [f"registry:{n}" for n in LOCAL_REGISTERED]
+)
 def test_local_anchor_means_are_the_documented_objective(run, name):
     world, ranks = run
     sizes = SPLITS[world]
@@ -186,6 +204,8 @@ def test_local_anchor_means_are_the_documented_objective(run, name):
         torch.testing.assert_close(got["emb_grad"], emb_grad[o : o + n])
         for a, b in zip(got["param_grads"], param_grads, strict=True):
             torch.testing.assert_close(a, b / world, rtol=1e-10, atol=1e-12)
+    if name.startswith("registry"):
+        return
     # and it is not the global loss (means are per rank)
     (global_loss,), *_ = _single(name)
     assert not torch.allclose(sum(losses) / world, global_loss)

@@ -167,7 +167,7 @@ def test_miners_do_not_track_gradients():
 
 def test_bad_inputs():
     x, labels = torch.randn(4, 2), torch.tensor([0, 0, 1, 1])
-    with pytest.raises(ValueError, match="strategy"):
+    with pytest.raises(ValueError, match="mining"):
         miners.mine_offline(x, labels, "easy")
     with pytest.raises(ValueError, match="margin"):
         miners.mine_offline(x, labels, margin=-1.0)

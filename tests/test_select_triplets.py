@@ -98,7 +98,7 @@ def test_selection_shapes_and_slots():
     assert semi.positive.shape == (6, 2)  # largest class: 3 members, 2 positives each
     assert semi.positive[0].tolist() == [2, 4] and semi.positive[1, 0].item() == 5
     assert semi.valid.sum().item() == 3 * 2 + 2 * 1
-    with pytest.raises(ValueError, match="strategy"):
+    with pytest.raises(ValueError, match="mining"):
         miners.select_triplets(x, labels, "all")
 
 

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -13,16 +15,23 @@ def _data(seed=0, n=8):
     return a, p, n_, np.array([1, 0, 1, 1, 0, 0, 1, 0][:n])
 
 
-@pytest.mark.parametrize("hinge", [True, False])
+FORMS = {"hinge": {}, "soft": {"soft": True}, "raw": {"hinge": False}}
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_value_and_grad_match_reference(hinge, reduction):
+def test_value_and_grad_match_reference(form, reduction):
     a, p, n, y = _data()
-    ref = np.array(symmetric_triplet_terms(a, p, n, y, 2.0, hinge))
+    hinge, soft = form == "hinge", form == "soft"
+    ref = np.array(symmetric_triplet_terms(a, p, n, y, 2.0, hinge, soft))
     if hinge:
         assert (ref == 0).any() and (ref > 0).any()  # both sides of the hinge are exercised
     agg = {"mean": np.mean, "sum": np.sum, "none": lambda v: v}[reduction]
     ts = [t64(v, True) for v in (a, p, n)]
-    loss = mk.F.symmetric_triplet_loss(*ts, torch.tensor(y), 2.0, hinge, reduction)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the raw form's old keyword
+        loss = mk.F.symmetric_triplet_loss(*ts, torch.tensor(y), 2.0, reduction=reduction,
+                                           **FORMS[form])
     np.testing.assert_allclose(loss.detach().numpy(), agg(ref), rtol=1e-10, atol=1e-12)
     loss.sum().backward()
     arrays = [a, p, n]
@@ -30,7 +39,7 @@ def test_value_and_grad_match_reference(hinge, reduction):
 
         def f(v, i=i):
             args = [v if j == i else arrays[j] for j in range(3)]
-            return np.sum(agg(np.array(symmetric_triplet_terms(*args, y, 2.0, hinge))))
+            return np.sum(agg(np.array(symmetric_triplet_terms(*args, y, 2.0, hinge, soft))))
 
         np.testing.assert_allclose(t.grad.numpy(), numeric_grad(f, arrays[i]), atol=1e-6)
 
@@ -41,7 +50,10 @@ def test_raw_form_is_unbounded_below_and_hinge_clamps():
     n = torch.tensor([[10.0, 0.0]], dtype=torch.float64)
     y = torch.tensor([1])
     # label 1: 2*0 - 100 - 100 + 1
-    assert mk.F.symmetric_triplet_loss(a, p, n, y, hinge=False).item() == -199.0
+    with pytest.warns(DeprecationWarning, match="hinge= is deprecated"):
+        assert mk.F.symmetric_triplet_loss(a, p, n, y, hinge=False).item() == -199.0
+    with pytest.warns(DeprecationWarning, match="hinge= is deprecated"):
+        assert mk.F.symmetric_triplet_loss(a, p, n, y, hinge=True).item() == 0.0
     assert mk.F.symmetric_triplet_loss(a, p, n, y).item() == 0.0
     # label 0 swaps the roles of positive and negative: 2*100 - 100 - 0 + 1
     assert mk.F.symmetric_triplet_loss(a, p, n, torch.tensor([0])).item() == 101.0
@@ -72,8 +84,13 @@ def test_identical_embeddings_and_half_precision():
 def test_module_equals_functional():
     a, p, n = torch.randn(3, 5, 4)
     y = torch.tensor([1, 0, 0, 1, 1])
-    m = mk.losses.SymmetricTripletLoss(margin=0.3, hinge=False, reduction="none")
-    assert torch.equal(m(a, p, n, y), mk.F.symmetric_triplet_loss(a, p, n, y, 0.3, False, "none"))
+    with pytest.warns(DeprecationWarning, match="hinge= is deprecated"):
+        m = mk.losses.SymmetricTripletLoss(margin=0.3, hinge=False, reduction="none")
+    with pytest.warns(DeprecationWarning):
+        want = mk.F.symmetric_triplet_loss(a, p, n, y, 0.3, reduction="none", hinge=False)
+    assert torch.equal(m(a, p, n, y), want)
+    m = mk.losses.SymmetricTripletLoss(margin=0.3, soft=True, reduction="none")
+    assert torch.equal(m(a, p, n, y), mk.F.symmetric_triplet_loss(a, p, n, y, 0.3, True, "none"))
     assert "symmetric_triplet" not in mk.losses.list_losses()
 
 
@@ -90,5 +107,9 @@ def test_bad_inputs():
         mk.F.symmetric_triplet_loss(a, p, n, y, margin=-1)
     with pytest.raises(ValueError, match="reduction"):
         mk.F.symmetric_triplet_loss(a, p, n, y, reduction="mean_over_batch")
+    with pytest.raises(TypeError, match="soft must be a bool"):
+        mk.F.symmetric_triplet_loss(a, p, n, y, soft="False")
+    with pytest.raises(TypeError, match="soft must be a bool"):
+        mk.losses.SymmetricTripletLoss(soft=1)
     with pytest.raises(TypeError, match="label must be a torch.Tensor"):
         mk.F.symmetric_triplet_loss(a, p, n, [1, 0, 1, 0])

@@ -309,7 +309,7 @@ def test_learnable_loss_parameters_are_optimised_and_checkpointed(tmp_path):
     trainer.fit()
     assert not torch.equal(centers.detach(), start)
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert torch.equal(state["loss"]["centers"], centers.detach())
+    assert torch.equal(state["loss"]["proxies"], centers.detach())
 
 
 def test_non_triplet_loss_has_no_difficulty_columns(tmp_path):

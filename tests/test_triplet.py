@@ -302,7 +302,7 @@ def test_packed_batch_all_equals_the_sorted_path(seed, grid):
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-12)
     packed = count_triplets(dist, pos, neg, 0.5)
     # the sorted path, as run on accelerators
-    from metrickit.miners import count_below, sort_rows
+    from metrickit._kernels import count_below, sort_rows
 
     rows = sort_rows(dist, neg)
     hard = torch.where(pos, count_below(rows, dist), 0).sum()

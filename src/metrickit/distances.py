@@ -22,10 +22,17 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from ._kernels import COSINE_EPS, safe_sqrt, unit_rows
+from ._kernels import distance_block as _block
+from ._kernels import distance_rows as _rows
 from ._validation import check_choice, check_embeddings, check_positive_int, compute_dtype
 
 DISTANCES = ("euclidean", "squared_euclidean", "cosine", "dot")
-_COSINE_EPS = 1e-12
+_COSINE_EPS = COSINE_EPS  # the norm floor of the cosine distance (also used by evaluation)
+__all__ = [
+    "DISTANCES", "chunked_pairwise", "gathered_distance", "get_distance", "pairwise_distance",
+    "resolve_distance", "rowwise_distance", "safe_sqrt", "unit_rows",
+]
 
 
 def resolve_distance(distance: str, squared: bool = False) -> str:
@@ -39,45 +46,23 @@ def resolve_distance(distance: str, squared: bool = False) -> str:
     return "squared_euclidean"
 
 
-class _SafeSqrt(torch.autograd.Function):
-    """sqrt(max(sq, 0)) whose derivative is 0 wherever the result is 0 (or NaN)."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, sq: Tensor) -> Tensor:
-        d = sq.clamp_min(0).sqrt_()
-        ctx.save_for_backward(d)
-        return d
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
-        (d,) = ctx.saved_tensors
-        flat = (d > 0).logical_not_()
-        if torch.is_grad_enabled():  # create_graph=True: differentiable, no 0 · inf anywhere
-            return (grad / (2 * d.masked_fill(flat, 1))).masked_fill(flat, 0)
-        out = d * 2
-        return torch.div(grad, out, out=out).masked_fill_(flat, 0)
-
-
-def safe_sqrt(sq: Tensor) -> Tensor:
-    """sqrt with a finite (zero) gradient where the argument is 0.
-
-    ``torch.sqrt`` has an infinite derivative at 0, which turns into NaN when a pair of identical
-    embeddings is multiplied by a zero upstream gradient. Here the argument is clamped at 0 and
-    the derivative wherever the result is 0 is 0 (elsewhere it is sqrt's, 1 / (2 sqrt(sq))).
-    Twice differentiable away from 0.
-    """
-    return _SafeSqrt.apply(sq)
-
-
 def _upcast(x: Tensor) -> Tensor:
     return x.to(compute_dtype(x))
 
 
-def pairwise_distance(x: Tensor, y: Tensor | None = None, distance: str = "euclidean") -> Tensor:
+def pairwise_distance(
+    x: Tensor,
+    y: Tensor | None = None,
+    distance: str = "euclidean",
+    *,
+    self_offset: int | None = None,
+) -> Tensor:
     """[N, M] matrix of distances between the rows of ``x`` [N, D] and of ``y`` [M, D].
 
     With ``y=None`` the distances within ``x`` are returned and the diagonal is exactly 0
-    (except for ``"dot"``, whose self-distance is −‖x‖²).
+    (except for ``"dot"``, whose self-distance is −‖x‖²). ``self_offset`` says that the rows of
+    ``x`` are rows ``self_offset ..`` of ``y`` (a batch among its references): those entries
+    (i, self_offset + i) are then exactly 0 too (except for ``"dot"``).
     Euclidean distances use the Gram-matrix expansion (one matrix product), clamped at 0.
     """
     check_choice(distance, "distance", DISTANCES)
@@ -86,7 +71,8 @@ def pairwise_distance(x: Tensor, y: Tensor | None = None, distance: str = "eucli
     if y is None:
         return _block(a, a_sq, a, a_sq, distance, None if distance == "dot" else 0)
     b, b_sq = _rows(y, distance)
-    return _block(a, a_sq, b, b_sq, distance, None)
+    diag = None if distance == "dot" else self_offset
+    return _block(a, a_sq, b, b_sq, distance, diag)
 
 
 def _checked_pair(x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -100,41 +86,6 @@ def _checked_pair(x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
             f"x and y must have the same embedding size, got {x.shape[1]} and {y.shape[1]}"
         )
     return _upcast(x), _upcast(y)
-
-
-def unit_rows(x: Tensor) -> Tensor:
-    """Rows of ``x`` scaled to unit norm (a zero row stays zero), as the cosine distance uses."""
-    return x / x.norm(dim=1, keepdim=True).clamp_min(_COSINE_EPS)
-
-
-def _rows(x: Tensor, distance: str) -> tuple[Tensor, Tensor | None]:
-    """Per-row part of a distance: unit rows for cosine, squared norms for the Euclidean ones."""
-    if distance == "cosine":
-        return unit_rows(x), None
-    if distance == "dot":
-        return x, None
-    return x, (x * x).sum(1)
-
-
-def _block(
-    a: Tensor, a_sq: Tensor | None, b: Tensor, b_sq: Tensor | None, distance: str, diag: int | None
-) -> Tensor:
-    """Distances between rows of ``a`` and ``b`` (prepared by :func:`_rows`); the diagonal at
-    offset ``diag`` is set to exactly 0 (before the square root, so its gradient is 0)."""
-    # Every [N, M] intermediate below is fresh, so the in-place ops are autograd-safe; they are
-    # bit-identical to the out-of-place expressions x² + y² − 2 x·y, 1 − x̂·ŷ and −x·y.
-    if distance == "cosine":
-        d = (a @ b.T).neg_().add_(1)
-    elif distance == "dot":
-        d = (a @ b.T).neg_()
-    else:
-        assert a_sq is not None and b_sq is not None
-        d = (a_sq[:, None] + b_sq[None, :]).sub_(a @ b.T, alpha=2)
-        if distance == "squared_euclidean":
-            d.clamp_min_(0)
-    if diag is not None:
-        d.diagonal(diag).zero_()
-    return safe_sqrt(d) if distance == "euclidean" else d
 
 
 def rowwise_distance(x: Tensor, y: Tensor, distance: str = "euclidean") -> Tensor:

@@ -16,10 +16,11 @@ What is computed (W processes, rank r holds a local batch x_r of B_r samples, N 
   gradient on rank r is W·∂L/∂x_r (the sum over the W identical copies of L). DDP *averages*
   parameter gradients over the ranks, which divides by W: the parameters receive exactly
   (1/W)·Σ_r W·∂L/∂θ|_{via x_r} = ∂L/∂θ, the single-process gradient. Nothing to compensate.
-* ``anchors="local"``: rank r computes L_r = loss with rows = its own B_r anchors and columns =
-  the N global references (own sample excluded by global index; see
-  :func:`metrickit.losses.cross_batch_memory.reference_set_loss`): an [B_r, N] distance matrix
-  instead of [N, N]. The DDP-averaged parameter gradient is exactly ∂/∂θ of (1/W)·Σ_r L_r,
+* ``anchors="local"``: rank r computes L_r = ``loss(x_r, labels_r, ref_embeddings=G,
+  ref_labels=labels of G, ref_offset=its first row in G)``, the batch-loss contract of
+  :class:`~metrickit.losses._base.BatchLoss` (own sample excluded by global index): an [B_r, N]
+  distance matrix instead of [N, N]. The DDP-averaged parameter gradient is exactly ∂/∂θ of
+  (1/W)·Σ_r L_r,
   including the terms where x_r is another rank's reference. This is a *different objective*
   from L. With ``reduction="sum"``, triplet (every mining) and contrastive terms are split
   between the ranks without overlap, so Σ_r L_r is the global sum of L and the parameters get
@@ -45,7 +46,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ._validation import check_choice, check_embeddings, check_labels, check_positive_int
-from .losses.cross_batch_memory import reference_set_loss
+from .losses._base import BatchLoss
 from .samplers import PKSampler
 
 ANCHORS = ("global", "local")
@@ -159,9 +160,8 @@ class DistributedLoss(nn.Module):
     """A batch loss over the global batch gathered from every process.
 
     Args:
-        loss: any batch-form loss ``loss(embeddings, labels)`` for ``anchors="global"``; a loss
-            with a distance-matrix core for ``anchors="local"`` (triplet, contrastive, lifted
-            structure, quadruplet).
+        loss: any loss ``loss(embeddings, labels)`` for ``anchors="global"``; any
+            :class:`~metrickit.losses._base.BatchLoss` for ``anchors="local"``.
         anchors: ``"global"`` (every rank computes the single-process loss of the concatenated
             batch: exact) or ``"local"`` (this rank's anchors against the global references:
             an [B_r, N] instead of [N, N] distance matrix, a different objective) ["global"].
@@ -176,8 +176,15 @@ class DistributedLoss(nn.Module):
 
     def __init__(self, loss: nn.Module, anchors: str = "global") -> None:
         super().__init__()
-        self.loss = loss
         self.anchors = check_choice(anchors, "anchors", ANCHORS)
+        if not isinstance(loss, nn.Module) or (
+            self.anchors == "local" and not isinstance(loss, BatchLoss)
+        ):
+            want = "a BatchLoss of metrickit.losses" if self.anchors == "local" else "a loss module"
+            raise TypeError(
+                f"loss must be {want} for anchors={self.anchors!r}, got {type(loss).__name__}"
+            )
+        self.loss = loss
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         if not is_distributed():
@@ -188,7 +195,9 @@ class DistributedLoss(nn.Module):
         all_labels = all_gather(labels)
         if self.anchors == "global":
             return self.loss(gathered, all_labels)
-        return reference_set_loss(self.loss, embeddings, labels, gathered, all_labels, offset)
+        return self.loss(
+            embeddings, labels, ref_embeddings=gathered, ref_labels=all_labels, ref_offset=offset
+        )
 
 
 class DistributedPKSampler(PKSampler):

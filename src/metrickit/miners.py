@@ -3,8 +3,13 @@
 Every function returns int64 index tensors into the rows of the batch (or of the whole data set
 for :func:`mine_offline`), on the device of its input. Miners never take part in autograd.
 
-Triplet difficulty for a margin m (Hermans, Beyer & Leibe 2017; seed 003), every valid triplet
-(a ≠ p with the anchor's label, n with another label) falls in exactly one class:
+Their tuples are what every pair- or triplet-based loss accepts as ``indices_tuple``: triplets
+``(a, p, n)`` or pairs ``(a1, p, a2, n)`` (positive pairs (a1, p), negative pairs (a2, n)).
+
+Triplet difficulty for a margin m (Hermans, Beyer & Leibe 2017; the names as in R. Gómez,
+"Understanding Ranking Loss, Contrastive Loss, Margin Loss, Triplet Loss, Hinge Loss and all
+those confusing names", 2019): every valid triplet (a ≠ p with the anchor's label, n with
+another label) falls in exactly one class:
 
 * hard:      d(a, n) < d(a, p)
 * semi-hard: d(a, p) ≤ d(a, n) < d(a, p) + m
@@ -12,12 +17,10 @@ Triplet difficulty for a margin m (Hermans, Beyer & Leibe 2017; seed 003), every
 
 so hard + semi-hard are exactly the triplets whose loss max(0, d(a,p) − d(a,n) + m) is > 0.
 
-The sorted-row helpers (:class:`SortedRows`, :func:`sort_rows`, :func:`count_below`,
-:func:`semihard_positions`) count or locate, for every anchor, the candidates below a threshold
-in O(M log M) per row without enumerating triplets; the triplet losses reuse them on GPUs and
-over precomputed distances. :func:`select_triplets` mines batch-hard and semi-hard triplets one
-block of distance rows at a time (no B×B matrix kept); the online miners and the CPU batch-hard /
-semi-hard losses use it.
+The counting machinery shared with the losses (rows sorted once with prefix sums, packed
+positive thresholds) lives in :mod:`metrickit._kernels`. :func:`select_triplets` mines
+batch-hard and semi-hard triplets one block of distance rows at a time (no B×B matrix kept); the
+online miners and the blockwise batch-hard / semi-hard losses use it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ._kernels import count_below, sort_rows, threshold_counts
 from ._validation import (
+    check_bool,
     check_choice,
     check_embeddings,
     check_labels,
@@ -45,98 +50,14 @@ from .distances import (
 )
 from .masks import class_slots, pair_masks
 
-STRATEGIES = ("semihard", "hard")
+MINING = ("semihard", "hard")
+# How count_triplets counts (see there); "auto" picks as documented there.
+COUNT_ALGORITHMS = ("thresholds", "sorted")
 # Elements of one block of distance rows in :func:`select_triplets` (4 MiB in float32).
 SELECT_BLOCK_ELEMENTS = 1 << 20
 # Up to this many positives per anchor, the semi-hard negatives are found with one pass over the
 # block per positive; beyond, with one sort of the block's rows and a binary search per positive.
 MAX_SELECT_PASSES = 16
-
-
-class SortedRows(NamedTuple):
-    """Each row's candidate distances in ascending order (ties keep column order).
-
-    keys: [B, M] sorted candidate distances, +inf past ``count`` (detached, for searching).
-    values: [B, M] the same distances carrying autograd, 0 past ``count``.
-    prefix: [B, M + 1] prefix sums of ``values``; ``prefix[i, k]`` = sum of the k smallest.
-    count: [B] number of candidates in each row.
-    index: [B, M] column of ``dist`` each sorted entry comes from.
-    """
-
-    keys: Tensor
-    values: Tensor
-    prefix: Tensor
-    count: Tensor
-    index: Tensor
-
-
-def sort_rows(dist: Tensor, mask: Tensor) -> SortedRows:
-    """Sort the candidates ``mask[i, j]`` of every row of ``dist`` [B, M] once: O(B·M log M)."""
-    keys = dist.detach().masked_fill(~mask, float("inf"))
-    keys, index = keys.sort(dim=1, stable=True)
-    count = mask.sum(1)
-    inside = torch.arange(dist.shape[1], device=dist.device)[None, :] < count[:, None]
-    values = torch.where(inside, dist.gather(1, index), 0.0)
-    prefix = torch.cat([torch.zeros_like(values[:, :1]), values.cumsum(1)], dim=1)
-    return SortedRows(keys.contiguous(), values, prefix, count, index)
-
-
-def count_below(rows: SortedRows, queries: Tensor, inclusive: bool = False) -> Tensor:
-    """[B, K] number of candidates of row i with distance < ``queries[i, k]`` (≤ if inclusive)."""
-    q = queries.detach().to(rows.keys.dtype).contiguous()
-    return torch.searchsorted(rows.keys, q, right=inclusive)
-
-
-def semihard_positions(rows: SortedRows, dist: Tensor) -> Tensor:
-    """[B, M] position, in row i's sorted negatives, of the semi-hard negative for positive j.
-
-    That is the nearest negative with d(i, n) > dist[i, j] (FaceNet's semi-hard choice, as in
-    TensorFlow Addons' ``triplet_semihard_loss``); when no negative is farther than the positive,
-    the farthest negative. Rows without negatives get 0 (callers mask them out).
-    """
-    first_above = count_below(rows, dist, inclusive=True)
-    return torch.minimum(first_above, (rows.count - 1).clamp_min(0)[:, None])
-
-
-class ThresholdCounts(NamedTuple):
-    """Per-row counts of the triplets inside a margin, with each row's positives packed.
-
-    slot: [B, k] columns of row i's positives in ascending order of d(i, p) (k = the largest
-        number of positives in a row; rows with fewer are padded).
-    valid: [B, k] whether a slot holds a real positive.
-    below: [B, k] for positive p in that slot, #{negatives n: d(i, n) < d(i, p) + margin}.
-    above: [B, M] for negative n, #{positives p: d(i, n) < d(i, p) + margin}; 0 elsewhere.
-    """
-
-    slot: Tensor
-    valid: Tensor
-    below: Tensor
-    above: Tensor
-
-
-def threshold_counts(
-    dist: Tensor, pos_mask: Tensor, neg_mask: Tensor, margin: float
-) -> ThresholdCounts:
-    """The counts of :class:`ThresholdCounts` without sorting any row of ``dist``.
-
-    Each row's positive thresholds d(i, p) + m are packed and sorted with ``topk`` (k of them);
-    every negative finds its rank r among them by binary search; then ``above`` = (#positives − r)
-    and ``below`` is the prefix sum of the histogram of r. O(B·M log k) time, O(B·M) memory.
-    Reading k costs one host read (free on CPU, a device sync on accelerators).
-    """
-    with torch.no_grad():
-        d = dist.detach()
-        n_pos = pos_mask.sum(1)
-        k = int(n_pos.max()) if n_pos.numel() else 0
-        thresholds = (d + margin).masked_fill(~pos_mask, float("inf"))
-        sorted_thr, slot = thresholds.topk(k, dim=1, largest=False, sorted=True)
-        valid = torch.arange(k, device=d.device)[None, :] < n_pos[:, None]
-        rank = torch.searchsorted(sorted_thr.contiguous(), d.contiguous(), right=True)
-        hist = torch.zeros(d.shape[0], k + 1, dtype=torch.int64, device=d.device)
-        hist.scatter_add_(1, rank, neg_mask.to(torch.int64))
-        below = hist.cumsum(1)[:, :k]
-        above = torch.where(neg_mask, n_pos[:, None] - rank, 0)
-        return ThresholdCounts(slot, valid, below, above)
 
 
 def _labels(labels: object) -> Tensor:
@@ -164,9 +85,9 @@ def all_pairs(labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 def all_triplets(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(a, p, n)``: every valid triplet, sorted by (a, p, n).
 
-    The output itself is cubic: a P×K batch has P·K·(K−1)·(P·K−K) triplets (seed 003), so this
-    is for small batches and inspection; the losses never enumerate triplets. Memory beyond the
-    output is O(B²).
+    The output itself is cubic: a P×K batch has P·K·(K−1)·(P·K−K) triplets (O. Moindrot,
+    "Triplet Loss and Online Triplet Mining in TensorFlow", 2018), so this is for small batches
+    and inspection; the losses never enumerate triplets. Memory beyond the output is O(B²).
     """
     pos, neg = pair_masks(_labels(labels))
     a, p = pos.nonzero(as_tuple=True)
@@ -222,14 +143,14 @@ def _semihard_block(d: Tensor, members: Tensor, d_ap: Tensor, farthest: Tensor) 
 
 
 def select_triplets(
-    embeddings: Tensor, labels: Tensor, strategy: str = "semihard", distance: str = "euclidean"
+    embeddings: Tensor, labels: Tensor, mining: str = "semihard", distance: str = "euclidean"
 ) -> Selection:
     """The triplets of :func:`batch_hard_triplets` (``"hard"``: one slot per anchor) or
     :func:`semihard_triplets` (``"semihard"``: one slot per positive, in column order) as fixed
     [B, k] index tensors, mined one cache-sized block of distance rows at a time: no B×B matrix
     is kept, no sort for few positives (one pass per positive). One host read of the largest
     class size (free on CPU, a sync elsewhere)."""
-    check_choice(strategy, "strategy", STRATEGIES)
+    check_choice(mining, "mining", MINING)
     check_choice(distance, "distance", DISTANCES)
     check_embeddings(embeddings)
     labels = check_labels(labels, embeddings.shape[0])
@@ -237,7 +158,7 @@ def select_triplets(
         members, positives, n_pos = class_slots(labels)
         b, k = positives.shape
         has_neg = n_pos + 1 < b
-        if strategy == "hard":
+        if mining == "hard":
             positive = torch.empty(b, 1, dtype=torch.int64, device=labels.device)
             valid = ((n_pos > 0) & has_neg)[:, None]
         else:
@@ -250,7 +171,7 @@ def select_triplets(
         for start, d in chunked_pairwise(embeddings.detach(), distance=distance, chunk_size=rows):
             stop = start + d.shape[0]
             mem = members[start:stop]
-            if strategy == "hard":
+            if mining == "hard":
                 own = torch.where(mem == torch.arange(start, stop, device=d.device)[:, None],
                                   float("-inf"), d.gather(1, mem))
                 positive[start:stop, 0] = mem.gather(1, own.argmax(1, keepdim=True))[:, 0]
@@ -286,17 +207,21 @@ def _flatten(sel: Selection) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def count_triplets(
-    dist: Tensor, pos_mask: Tensor, neg_mask: Tensor, margin: float
+    dist: Tensor, pos_mask: Tensor, neg_mask: Tensor, margin: float, algorithm: str = "auto"
 ) -> dict[str, Tensor]:
     """Difficulty counts over every valid triplet of a distance matrix (see the module doc).
 
-    Sub-cubic: on CPU, :func:`threshold_counts` twice (O(B·M log k), k the largest number of
-    positives per anchor); elsewhere one sort per row and two ``searchsorted`` calls (O(B·M log M),
-    no host sync).
+    Sub-cubic, by ``algorithm``: ``"thresholds"`` runs :func:`~metrickit._kernels.threshold_counts`
+    twice (O(B·M log k), k the largest number of positives per anchor; one host read of k);
+    ``"sorted"`` sorts each row's negatives once and counts with two ``searchsorted`` calls
+    (O(B·M log M), no host sync); ``"auto"``: "thresholds" on CPU, "sorted" elsewhere.
     """
+    algorithm = check_choice(algorithm, "algorithm", ("auto", *COUNT_ALGORITHMS))
+    if algorithm == "auto":
+        algorithm = "thresholds" if dist.device.type == "cpu" else "sorted"
     with torch.no_grad():
         total = (pos_mask.sum(1) * neg_mask.sum(1)).sum()
-        if dist.device.type == "cpu":
+        if algorithm == "thresholds":
             hard, violating = (
                 torch.where(c.valid, c.below, 0).sum()
                 for c in (threshold_counts(dist, pos_mask, neg_mask, m) for m in (0.0, margin))
@@ -315,15 +240,18 @@ def triplet_difficulty(
     margin: float = 0.2,
     distance: str = "euclidean",
     squared: bool = False,
+    algorithm: str = "auto",
 ) -> dict[str, Tensor]:
     """Counts of the "easy", "semihard" and "hard" triplets of a batch and their "total".
 
-    Values are 0-d int64 tensors on the input's device (no host sync). ``squared=True`` uses the
-    squared Euclidean distance (only with ``distance="euclidean"``).
+    Values are 0-d int64 tensors on the input's device (no host sync with ``"sorted"``).
+    ``squared=True`` uses the squared Euclidean distance (only with ``distance="euclidean"``);
+    ``algorithm`` as in :func:`count_triplets`.
     """
     margin = check_nonnegative(margin, "margin")
-    dist, pos, neg = _batch(embeddings, labels, resolve_distance(distance, squared))
-    return count_triplets(dist, pos, neg, margin)
+    distance = resolve_distance(distance, check_bool(squared, "squared"))
+    dist, pos, neg = _batch(embeddings, labels, distance)
+    return count_triplets(dist, pos, neg, margin, algorithm)
 
 
 _OFFLINE_TILE = 256  # anchors per distance block of mine_offline (fixed: see its docstring)
@@ -355,7 +283,7 @@ def _offline_distance(score: Tensor, row_term: Tensor | None, distance: str) -> 
 def mine_offline(
     embeddings: Tensor,
     labels: Tensor,
-    strategy: str = "semihard",
+    mining: str = "semihard",
     margin: float = 0.2,
     distance: str = "euclidean",
     chunk_size: int = 1024,
@@ -380,7 +308,7 @@ def mine_offline(
     does not depend on ``chunk_size``, which is kept for compatibility and does not change the
     work (nor the memory, at most a [256, N] block).
     """
-    check_choice(strategy, "strategy", STRATEGIES)
+    check_choice(mining, "mining", MINING)
     margin = check_nonnegative(margin, "margin")
     check_positive_int(chunk_size, "chunk_size")
     check_choice(distance, "distance", DISTANCES)
@@ -427,13 +355,13 @@ def mine_offline(
                     p[r0 : stop - t0] = members[best]
                 score[r0 : stop - t0].index_fill_(1, members, float("inf"))
                 pos = stop
-            if strategy == "semihard":
+            if mining == "semihard":
                 mask = below[: t * n_all].view(t, n_all)
                 score.masked_fill_(torch.le(score, s_ap[:, None], out=mask), float("inf"))
             n = score.argmin(1)
             s_an = score.gather(1, n[:, None])[:, 0]
             keep = (s_ap > float("-inf")) & (s_an < float("inf"))
-            if strategy == "semihard":
+            if mining == "semihard":
                 term = None if row_term is None else row_term[tile]
                 d_ap = _offline_distance(s_ap, term, distance)
                 keep &= _offline_distance(s_an, term, distance) < d_ap + margin

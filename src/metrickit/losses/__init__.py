@@ -4,7 +4,7 @@ One module per loss family, named after the loss. ``get_loss(name, **params)`` b
 batch-form loss by its registered name (see :func:`list_losses`).
 """
 
-from ._base import Loss
+from ._base import BatchLoss, Loss, ProxyLoss
 from ._registry import get_loss, get_loss_class, list_losses, resolve_loss_name
 from .arcface import ArcFaceLoss, SubCenterArcFaceLoss
 from .circle import CircleLoss
@@ -33,6 +33,8 @@ from .tuplet_margin import TupletMarginLoss
 
 __all__ = [
     "Loss",
+    "BatchLoss",
+    "ProxyLoss",
     "get_loss",
     "get_loss_class",
     "resolve_loss_name",

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from .._kernels import distance_block
 from ..masks import class_slots
 
 # Elements of one block of distance rows (4 MiB in float32): cache-sized, so the passes over a
@@ -28,23 +29,6 @@ BLOCK_ELEMENTS = 1 << 20
 # beyond, with a binary search among the sorted thresholds (O(log k) per entry).
 MAX_LOOP_SLOTS = 32
 _EUCLIDEAN = ("euclidean", "squared_euclidean")
-
-
-def _distance_block(x: Tensor, sq: Tensor | None, start: int, stop: int, distance: str) -> Tensor:
-    """Rows start:stop of the distance matrix, bit-identical to
-    :func:`metrickit.distances.pairwise_distance` (Gram expansion, zero diagonal)."""
-    gram = x[start:stop] @ x.T
-    if distance == "dot":
-        return gram.neg_()
-    if distance == "cosine":
-        d = gram.neg_().add_(1)
-    else:
-        assert sq is not None
-        d = (sq[start:stop, None] + sq[None, :]).sub_(gram, alpha=2)
-        if distance == "squared_euclidean":
-            d.clamp_min_(0)
-    d.diagonal(start).zero_()
-    return d.clamp_min_(0).sqrt_() if distance == "euclidean" else d
 
 
 def _loop_counts(d: Tensor, thr: Tensor) -> tuple[Tensor, Tensor]:
@@ -115,7 +99,10 @@ class _BatchAllHinge(torch.autograd.Function):
         rows = max(1, BLOCK_ELEMENTS // max(b, 1))
         for start in range(0, b, rows):
             stop = min(b, start + rows)
-            d = _distance_block(x, sq, start, stop, distance)
+            d = distance_block(
+                x[start:stop], None if sq is None else sq[start:stop], x, sq, distance,
+                None if distance == "dot" else start,
+            )
             mem, pos, ok = members[start:stop], positives[start:stop], slot_ok[start:stop]
             d_ap = d.gather(1, pos)
             thr = torch.where(ok, d_ap + margin, float("-inf"))

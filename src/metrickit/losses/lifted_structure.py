@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._validation import check_embeddings, check_labels, check_nonnegative, check_reduction, reduce
-from ..distances import pairwise_distance
-from ..masks import pair_masks, upper_triangle
-from ._base import Loss
+from .._validation import check_nonnegative, check_reduction, reduce
+from ..masks import unordered_pair_mask
+from ._base import BatchLoss
+from ._pairs import IndicesTuple, batch_call, pair_masks_of, reference_distance
 from ._registry import register_loss
 
 
@@ -47,6 +47,11 @@ def lifted_structure_loss(
     labels: Tensor,
     margin: float = 1.0,
     reduction: str = "mean",
+    *,
+    indices_tuple: IndicesTuple | None = None,
+    ref_embeddings: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    ref_offset: int | None = None,
 ) -> Tensor:
     r"""Lifted structured loss over a labelled batch.
 
@@ -62,27 +67,45 @@ def lifted_structure_loss(
     per-pair terms in row-major order of the upper triangle. Pairs whose members have no negative
     (a batch of one class) are skipped; no positive pair gives 0 with zero gradients.
 
+    With a reference set (``ref_embeddings``, ``ref_labels``, ``ref_offset``): the pairs are
+    (anchor i, reference j ∈ P(i)) with ``ref_offset + i < j`` (all of them when ``ref_offset``
+    is None), N(i) runs over the references and N(j) over the *anchors* of column j (see
+    :func:`lifted_structure_from_distances`). With a miner's ``indices_tuple`` the pairs are its
+    positive pairs (ordered, each once) and N(i) / N(j) its negative pairs.
+
     Paper: H. O. Song, Y. Xiang, S. Jegelka, S. Savarese, "Deep Metric Learning via Lifted
     Structured Feature Embedding", CVPR 2016. Defaults: margin=1.0 (m), Euclidean distance.
     """
-    check_embeddings(embeddings)
-    labels = check_labels(labels, embeddings.shape[0])
+    call = batch_call(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
     margin = check_nonnegative(margin, "margin")
     check_reduction(reduction)
-    dist = pairwise_distance(embeddings)
-    pos, neg = pair_masks(labels)
-    pos = pos & upper_triangle(embeddings.shape[0], embeddings.device)
+    dist = reference_distance(embeddings, call.refs, "euclidean")
+    pos, neg = pair_masks_of(call)
+    if call.indices_tuple is None:
+        pos = pos & unordered_pair_mask(*dist.shape, call.refs.offset, dist.device)
     loss = lifted_structure_from_distances(dist, pos, neg, margin, reduction)
     return loss.to(embeddings.dtype)
 
 
 @register_loss("lifted_structure", aliases=("lifted",))
-class LiftedStructureLoss(Loss):
-    """Module form of :func:`lifted_structure_loss`; ``forward(embeddings, labels)``."""
+class LiftedStructureLoss(BatchLoss):
+    """Module form of :func:`lifted_structure_loss`; ``forward(embeddings, labels,
+    indices_tuple=None, ref_embeddings=None, ref_labels=None, ref_offset=None)``."""
 
     def __init__(self, margin: float = 1.0, reduction: str = "mean") -> None:
         super().__init__(reduction)
         self.margin = check_nonnegative(margin, "margin")
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return lifted_structure_loss(embeddings, labels, self.margin, self.reduction)
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        indices_tuple: IndicesTuple | None = None,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+        ref_offset: int | None = None,
+    ) -> Tensor:
+        return lifted_structure_loss(
+            embeddings, labels, self.margin, self.reduction, indices_tuple=indices_tuple,
+            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_offset=ref_offset,
+        )

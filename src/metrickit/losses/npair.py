@@ -12,19 +12,20 @@ from torch import Tensor
 
 from .._validation import (
     check_embeddings,
-    check_labels,
     check_nonnegative,
     check_reduction,
     check_same_shape,
     compute_dtype,
     reduce,
 )
-from ._base import Loss
+from ._base import BatchLoss, Loss
+from ._pairs import IndicesTuple, batch_call, pair_masks_of
 from ._registry import register_loss
 
 
 def _npair_terms(anchors: Tensor, positives: Tensor, valid: Tensor | None = None) -> Tensor:
-    """[N] terms log Σ_j exp(a_i·p_j − a_i·p_i) over the valid columns j (all if ``valid`` is None).
+    """[N] terms log Σ_j exp(a_i·p_j − a_i·p_i) over the valid columns j (all if ``valid`` is None;
+    ``valid`` is [N] for the columns, or [N, N] per entry).
 
     Written as logsumexp − diagonal (the cross-entropy form), so it never overflows. Rows that
     are not valid get a finite, meaningless value: the caller masks them out.
@@ -32,7 +33,8 @@ def _npair_terms(anchors: Tensor, positives: Tensor, valid: Tensor | None = None
     logits = anchors @ positives.T
     masked = logits
     if valid is not None:
-        masked = logits.masked_fill(~valid[None, :], torch.finfo(logits.dtype).min)
+        valid = valid[None, :] if valid.dim() == 1 else valid
+        masked = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
     return torch.logsumexp(masked, dim=1) - logits.diagonal()
 
 
@@ -82,31 +84,53 @@ def batch_npair_loss(
     labels: Tensor,
     l2_reg: float = 0.0,
     reduction: str = "mean",
+    *,
+    indices_tuple: IndicesTuple | None = None,
+    ref_embeddings: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    ref_offset: int | None = None,
 ) -> Tensor:
     r"""N-pair loss with the pairs formed from a labelled batch.
 
     Pairs, deterministically: for every class with at least two samples, its first sample in batch
     order is the anchor and its second the positive; further samples of the class and classes with
     a single sample are not used. The pairs then go through :func:`npair_loss` (same formula,
-    λ = ``l2_reg``). With one pair the loss is log 1 = 0 plus the L2 term; with no pair it is 0
-    (with a graph, zero gradients). ``reduction="none"`` returns one term per pair, ordered by the
-    batch position of the anchors.
+    λ = ``l2_reg``). With one pair the loss is log 1 = 0 plus the L2 term; with no pair (an empty
+    batch included) it is 0 (with a graph, zero gradients). ``reduction="none"`` returns one term
+    per pair, ordered by the batch position of the anchors.
+
+    With a reference set (``ref_embeddings``, ``ref_labels``, ``ref_offset``) the anchors are
+    still each class's first sample in the batch, and its positive is the first reference of its
+    class that is not the anchor itself (with the batch as references: its second sample); the
+    negatives of an anchor are the other anchors' positives. With a miner's ``indices_tuple``
+    the positive is the first such reference among the mined positive pairs, and another
+    anchor's positive is a negative only if the pair is a mined negative pair.
 
     Paper: Sohn, NeurIPS 2016. Defaults: l2_reg=0.0.
     """
-    check_embeddings(embeddings)
-    labels = check_labels(labels, embeddings.shape[0])
+    call = batch_call(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
+    labels = call.labels
     l2_reg = check_nonnegative(l2_reg, "l2_reg")
     check_reduction(reduction)
-    x = embeddings.to(compute_dtype(embeddings))
+    dtype = compute_dtype(embeddings)
+    x, refs = embeddings.to(dtype), call.refs.embeddings.to(dtype)
     n = x.shape[0]
+    pos, neg = pair_masks_of(call)
     same = labels[:, None] == labels[None, :]
     earlier = torch.ones(n, n, dtype=torch.bool, device=x.device).tril_(-1)
-    rank = (same & earlier).sum(1)  # occurrence number of each sample within its class
-    is_anchor = (rank == 0) & (same.sum(1) >= 2)
-    partner = (same & (rank == 1)[None, :]).to(torch.uint8).argmax(1)  # second sample of the class
-    p = x[partner]
-    loss = _npair_terms(x, p, is_anchor) + _l2_terms(x, p, l2_reg)
+    first = (same & earlier).sum(1) == 0  # the first sample of its class in the batch
+    is_anchor = first & pos.any(1)
+    if pos.shape[1]:
+        partner = pos.to(torch.uint8).argmax(1)  # first positive reference of each row
+    else:
+        partner = torch.zeros(n, dtype=torch.int64, device=x.device)
+    p = refs[partner]
+    valid = is_anchor[None, :].expand(n, n)
+    if call.indices_tuple is not None:  # another anchor's positive must be a mined negative
+        valid = valid & (neg.gather(1, partner[None, :].expand(n, n)) | torch.eye(
+            n, dtype=torch.bool, device=x.device))
+    loss = _npair_terms(x, p, valid if call.indices_tuple is not None else is_anchor)
+    loss = loss + _l2_terms(x, p, l2_reg)
     if reduction == "none":
         return loss[is_anchor].to(embeddings.dtype)
     loss = torch.where(is_anchor, loss, torch.zeros_like(loss))
@@ -125,12 +149,31 @@ class NPairLoss(Loss):
 
 
 @register_loss("npair")
-class BatchNPairLoss(Loss):
-    """Module form of :func:`batch_npair_loss`; ``forward(embeddings, labels)``."""
+class BatchNPairLoss(BatchLoss):
+    """Module form of :func:`batch_npair_loss`; ``forward(embeddings, labels, indices_tuple=None,
+    ref_embeddings=None, ref_labels=None, ref_offset=None)``.
+
+    Not ``pair_based``: its pairs are fixed by batch order (one per class), so references after
+    the batch (a cross-batch memory) would almost never be used; it still accepts references
+    (distributed gathering) and a miner's pairs.
+    """
+
+    pair_based = False
 
     def __init__(self, l2_reg: float = 0.0, reduction: str = "mean") -> None:
         super().__init__(reduction)
         self.l2_reg = check_nonnegative(l2_reg, "l2_reg")
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return batch_npair_loss(embeddings, labels, self.l2_reg, self.reduction)
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        indices_tuple: IndicesTuple | None = None,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+        ref_offset: int | None = None,
+    ) -> Tensor:
+        return batch_npair_loss(
+            embeddings, labels, self.l2_reg, self.reduction, indices_tuple=indices_tuple,
+            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_offset=ref_offset,
+        )

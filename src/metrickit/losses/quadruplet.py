@@ -9,12 +9,11 @@ batch with at most K samples per class.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from .._kernels import sort_rows, sum_below
 from .._validation import (
     check_embeddings,
-    check_labels,
     check_nonnegative,
     check_reduction,
     check_same_shape,
@@ -22,7 +21,8 @@ from .._validation import (
 )
 from ..distances import pairwise_distance, rowwise_distance
 from ..masks import pair_masks
-from ._base import Loss
+from ._base import BatchLoss, Loss
+from ._pairs import IndicesTuple, batch_call, pair_masks_of, reference_distance
 from ._registry import register_loss
 
 
@@ -66,20 +66,6 @@ def quadruplet_loss(
     return reduce(loss, reduction).to(anchor.dtype)
 
 
-def _sorted_rows(dist: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Per row, the masked entries sorted ascending (``keys``, +inf where masked off, no grad) and
-    their prefix sums (``prefix[..., k]`` = sum of the k smallest, differentiable; width M + 1)."""
-    keys, order = dist.detach().masked_fill(~mask, float("inf")).sort(dim=-1)
-    values = dist.masked_fill(~mask, 0).gather(-1, order)
-    return keys, F.pad(values.cumsum(-1), (1, 0))
-
-
-def _below(keys: Tensor, prefix: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
-    """Count and sum of the sorted entries strictly below each threshold (batched over rows)."""
-    count = torch.searchsorted(keys, thresholds.detach().contiguous())
-    return count, prefix.gather(-1, count)
-
-
 def _hinge_mean(total: Tensor, count: Tensor, pairs: Tensor) -> Tensor:
     """Σ hinge / #non-zero tuples over the selected pairs (0 if there is none).
 
@@ -99,31 +85,34 @@ def quadruplet_from_distances(
     ref_neg_mask: Tensor,
     margin1: float = 1.0,
     margin2: float = 0.5,
+    own_mask: Tensor | None = None,
 ) -> Tensor:
     """Core of :func:`batch_quadruplet_loss` on precomputed squared distances.
 
     Args:
         dist: [B, M] squared distances, rows anchors, columns references.
-        pos_mask, neg_mask: [B, M] positives / negatives (other class) of each anchor.
+        pos_mask, neg_mask: [B, M] positives / negatives n1 (other class) of each anchor.
         ref_dist: [M, M] symmetric squared distances among the references (n1, n2 candidates).
         ref_neg_mask: [M, M] reference pairs of distinct classes.
+        own_mask: [B, M] the references of each anchor's class [``~neg_mask``]; needed when
+            ``neg_mask`` keeps only some of the other classes' references (mined pairs).
 
-    The references of an anchor's own class are ``~neg_mask`` of its row (K at most); they hold
-    its positives, so only those K columns are looked at: O(B·M log M) for the sorts, O(B·K·M)
-    memory for the gathered rows of term 2 and O(B·K² log M) for the look-ups.
+    The references of an anchor's own class (K at most) hold its positives, so only those K
+    columns are looked at: O(B·M log M) for the sorts, O(B·K·M) memory for the gathered rows of
+    term 2 and O(B·K² log M) for the look-ups.
     """
-    own = ~neg_mask
+    own = ~neg_mask if own_mask is None else own_mask
     n_own = own.sum(1)
     k = int(n_own.max()) if own.numel() else 0  # one host sync: the width of the member table
-    members = torch.argsort(neg_mask.to(torch.uint8), dim=1, stable=True)[:, :k]  # [B, K]
+    members = torch.argsort((~own).to(torch.uint8), dim=1, stable=True)[:, :k]  # [B, K]
     member_ok = torch.arange(k, device=dist.device)[None, :] < n_own[:, None]
     pairs = pos_mask.gather(1, members) & member_ok  # (a, p) with p = members[a, k]
     d_ap = dist.gather(1, members)
 
     # Term 1: for (a, p), the negatives n with d_an < t = d_ap + m1, from a's sorted negatives.
-    keys, prefix = _sorted_rows(dist, neg_mask)
+    rows = sort_rows(dist, neg_mask)
     t1 = d_ap + margin1
-    c1, s1 = _below(keys, prefix, t1)
+    c1, s1 = sum_below(rows, t1)
     term1 = _hinge_mean(c1 * t1 - s1, c1, pairs)
 
     # Term 2: negative pairs {n1, n2} with d < t = d_ap + m2, counted over all distinct-class
@@ -132,14 +121,14 @@ def quadruplet_from_distances(
     t2 = d_ap + margin2
     m = ref_dist.shape[0]
     upper = torch.ones(m, m, dtype=torch.bool, device=dist.device).triu_(1)
-    g_keys, g_prefix = _sorted_rows(ref_dist.reshape(-1), (ref_neg_mask & upper).reshape(-1))
-    c_all, s_all = _below(g_keys, g_prefix, t2.reshape(-1))
+    pair_rows = sort_rows(ref_dist.reshape(-1), (ref_neg_mask & upper).reshape(-1))
+    c_all, s_all = sum_below(pair_rows, t2.reshape(-1))
     if ref_dist is dist and ref_neg_mask is neg_mask:
-        r_keys, r_prefix = keys, prefix
+        ref_rows = rows
     else:
-        r_keys, r_prefix = _sorted_rows(ref_dist, ref_neg_mask)
+        ref_rows = sort_rows(ref_dist, ref_neg_mask)
     queries = t2[:, None, :].expand(-1, k, -1)  # [B, K rows, K pairs]
-    c_own, s_own = _below(r_keys[members], r_prefix[members], queries)
+    c_own, s_own = sum_below(ref_rows.take(members), queries)
     c_own = torch.where(member_ok[:, :, None], c_own, torch.zeros_like(c_own)).sum(1)
     s_own = torch.where(member_ok[:, :, None], s_own, torch.zeros_like(s_own)).sum(1)
     c2 = c_all.view_as(t2) - c_own
@@ -153,6 +142,11 @@ def batch_quadruplet_loss(
     labels: Tensor,
     margin1: float = 1.0,
     margin2: float = 0.5,
+    *,
+    indices_tuple: IndicesTuple | None = None,
+    ref_embeddings: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    ref_offset: int | None = None,
 ) -> Tensor:
     r"""Quadruplet loss over every valid quadruplet of a labelled batch (batch-all).
 
@@ -167,17 +161,28 @@ def batch_quadruplet_loss(
     of times, the averages do not depend on this choice. A batch of two classes has no term 2 (it
     is 0); one without a positive pair gives 0.
 
+    With a reference set (``ref_embeddings``, ``ref_labels``, ``ref_offset``) the anchors are the
+    batch and p, n1, n2 come from the references. With a miner's ``indices_tuple`` the (a, p)
+    pairs are its positive pairs and n1 its negative pairs' negatives; the negative pairs
+    {n1, n2} of term 2 are all those of the references.
+
     Never enumerates quadruplets: see :func:`quadruplet_from_distances`.
 
     Paper: Chen et al., CVPR 2017. Defaults: margin1=1.0, margin2=0.5, squared Euclidean d².
     """
-    check_embeddings(embeddings)
-    labels = check_labels(labels, embeddings.shape[0])
+    call = batch_call(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
     margin1 = check_nonnegative(margin1, "margin1")
     margin2 = check_nonnegative(margin2, "margin2")
-    dist = pairwise_distance(embeddings, distance="squared_euclidean")
-    pos, neg = pair_masks(labels)
-    loss = quadruplet_from_distances(dist, pos, neg, dist, neg, margin1, margin2)
+    dist = reference_distance(embeddings, call.refs, "squared_euclidean")
+    pos, neg = pair_masks_of(call)
+    if call.plain:
+        return quadruplet_from_distances(dist, pos, neg, dist, neg, margin1, margin2).to(
+            embeddings.dtype
+        )
+    ref_dist = pairwise_distance(call.refs.embeddings, distance="squared_euclidean")
+    _, ref_neg = pair_masks(call.refs.labels)
+    own = call.labels[:, None] == call.refs.labels[None, :]
+    loss = quadruplet_from_distances(dist, pos, neg, ref_dist, ref_neg, margin1, margin2, own)
     return loss.to(embeddings.dtype)
 
 
@@ -199,14 +204,27 @@ class QuadrupletLoss(Loss):
 
 
 @register_loss("quadruplet")
-class BatchQuadrupletLoss(nn.Module):
-    """Module form of :func:`batch_quadruplet_loss`; ``forward(embeddings, labels)`` (a scalar:
-    the two batch-all averages have no per-sample form, hence no ``reduction``)."""
+class BatchQuadrupletLoss(BatchLoss):
+    """Module form of :func:`batch_quadruplet_loss`; ``forward(embeddings, labels,
+    indices_tuple=None, ref_embeddings=None, ref_labels=None, ref_offset=None)`` (a scalar: the
+    two batch-all averages have no per-sample form, hence no ``reduction`` argument; its
+    ``reduction`` attribute is "mean")."""
 
     def __init__(self, margin1: float = 1.0, margin2: float = 0.5) -> None:
-        super().__init__()
+        super().__init__("mean")
         self.margin1 = check_nonnegative(margin1, "margin1")
         self.margin2 = check_nonnegative(margin2, "margin2")
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return batch_quadruplet_loss(embeddings, labels, self.margin1, self.margin2)
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        indices_tuple: IndicesTuple | None = None,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+        ref_offset: int | None = None,
+    ) -> Tensor:
+        return batch_quadruplet_loss(
+            embeddings, labels, self.margin1, self.margin2, indices_tuple=indices_tuple,
+            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_offset=ref_offset,
+        )

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._kernels import sort_rows, sum_below
 from .._validation import (
+    check_bool,
     check_floating,
     check_nonnegative,
     check_positive_int,
@@ -104,13 +106,10 @@ def _check_warp_inputs(scores: object, positives: object) -> None:
 
 def _warp_exact(s: Tensor, pos: Tensor, margin: float) -> Tensor:
     """[Q, I] terms Φ(r)/r · Σ_violators (m − s_qi + s_qj) for every entry (q, i)."""
-    # Negatives of each row sorted by decreasing score; the violators of (q, i) are a prefix.
-    keys, order = (-s.detach()).masked_fill(pos, float("inf")).sort(dim=1)
-    values = s.masked_fill(pos, 0).gather(1, order)
-    prefix = F.pad(values.cumsum(1), (1, 0))
-    threshold = -(s.detach() - margin)  # s_qj > s_qi − m  ⇔  −s_qj < −(s_qi − m)
-    r = torch.searchsorted(keys.contiguous(), threshold.contiguous())
-    violation = r * (margin - s) + prefix.gather(1, r)
+    # Negatives of each row sorted by decreasing score (increasing −s): the violators of (q, i)
+    # are a prefix, s_qj > s_qi − m  ⇔  −s_qj < −(s_qi − m).
+    r, neg_sum = sum_below(sort_rows(-s, ~pos), -(s - margin))
+    violation = r * (margin - s) - neg_sum
     r = r.to(s.dtype)
     return warp_rank_weight(r) / r.clamp_min(1) * violation
 
@@ -176,8 +175,7 @@ def warp_loss(
     _check_warp_inputs(scores, positives)
     margin = check_nonnegative(margin, "margin")
     check_positive_int(max_sampled, "max_sampled")
-    if not isinstance(exact, bool):
-        raise TypeError(f"exact must be a bool, got {type(exact).__name__} {exact!r}")
+    exact = check_bool(exact, "exact")
     if generator is not None and not isinstance(generator, torch.Generator):
         kind = type(generator).__name__
         raise TypeError(f"generator must be a torch.Generator or None, got {kind}")
@@ -224,7 +222,7 @@ class WARPLoss(Loss):
         super().__init__(reduction)
         self.margin = check_nonnegative(margin, "margin")
         self.max_sampled = check_positive_int(max_sampled, "max_sampled")
-        self.exact = exact
+        self.exact = check_bool(exact, "exact")
 
     def forward(
         self, scores: Tensor, positives: Tensor, generator: torch.Generator | None = None

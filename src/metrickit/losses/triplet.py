@@ -1,6 +1,8 @@
 """Triplet loss: explicit triplets and online mining in a labelled batch.
 
-Also known as: triplet ranking loss, margin ranking loss (seed 003).
+Also known as: triplet ranking loss, margin ranking loss (the names as in R. Gómez,
+"Understanding Ranking Loss, Contrastive Loss, Margin Loss, Triplet Loss, Hinge Loss and all
+those confusing names", 2019).
 
 The batch form never enumerates triplets. On CPU, hinge batch all ("mean"/"sum") goes straight
 from the embeddings through :mod:`._batch_all`: each block of distance rows is compared with its
@@ -27,11 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from .._kernels import semihard_positions, sort_rows, sum_below, threshold_counts
 from .._validation import (
+    check_bool,
     check_choice,
     check_embeddings,
     check_floating,
-    check_labels,
     check_nonnegative,
     check_reduction,
     check_same_shape,
@@ -46,20 +49,16 @@ from ..distances import (
     rowwise_distance,
     unit_rows,
 )
-from ..masks import pair_masks
-from ..miners import (
-    Selection,
-    count_below,
-    select_triplets,
-    semihard_positions,
-    sort_rows,
-    threshold_counts,
-)
-from ._base import Loss
+from ..masks import mined_triplets, reference_pair_masks
+from ..miners import Selection, select_triplets
+from ._base import BatchLoss, Loss
 from ._batch_all import batch_all_hinge_total
+from ._pairs import IndicesTuple, batch_call, check_algorithm, pair_masks_of, reference_distance
 from ._registry import register_loss
 
 MINING = ("all", "hard", "semihard")
+# How the batch form computes (see batch_triplet_loss); "auto" picks as documented there.
+ALGORITHMS = ("blockwise", "dense", "sorted")
 # Mined batch hard / semi-hard terms: up to this many rows per slot (B ≤ 64·k), their distances
 # are gathered from one distance matrix; beyond, computed for the mined pairs only (measured on a
 # 2-core CPU: the two cost the same near B = 80·k).
@@ -106,8 +105,9 @@ def triplet_margin_loss(
         check_embeddings(x, name)
     check_same_shape({"anchor": anchor, "positive": positive, "negative": negative})
     margin = check_nonnegative(margin, "margin")
+    soft = check_bool(soft, "soft")
     check_reduction(reduction)
-    distance = resolve_distance(distance, squared)
+    distance = resolve_distance(distance, check_bool(squared, "squared"))
     d_ap = rowwise_distance(anchor, positive, distance)
     d_an = rowwise_distance(anchor, negative, distance)
     term = _hinge(d_ap - d_an + (0.0 if soft else margin), soft)
@@ -151,10 +151,9 @@ def _batch_all(
     average over (triplets with a loss > 0; with the soft margin, every valid triplet)."""
     if soft:
         return _soft_all_pair_sums(dist, pos, neg), (pos.sum(1) * neg.sum(1)).sum()
-    rows = sort_rows(dist, neg)
     threshold = dist + margin
-    c = count_below(rows, threshold)  # negatives with d(a, n) < d(a, p) + m
-    total = c.to(dist.dtype) * threshold - rows.prefix.gather(1, c)
+    c, below = sum_below(sort_rows(dist, neg), threshold)  # negatives with d(a, n) < d(a, p) + m
+    total = c.to(dist.dtype) * threshold - below
     return torch.where(pos, total, 0.0), torch.where(pos, c, 0).sum()
 
 
@@ -166,7 +165,7 @@ def _batch_all_total(
     The sum is linear in the distances with piecewise-constant coefficients:
     Σ_(a,p) c_ap·(d_ap + m) − Σ_(a,n) e_an·d_an, with c_ap the negatives inside the margin of
     (a, p) and e_an the positives whose margin n violates (see
-    :func:`~metrickit.miners.threshold_counts`), so value and gradient are exact without sorting
+    :func:`~metrickit._kernels.threshold_counts`), so value and gradient are exact without sorting
     or gathering B×M tensors through autograd.
     """
     counts = threshold_counts(dist, pos, neg, margin)
@@ -220,6 +219,7 @@ def triplet_loss_from_distances(
     mining: str = "all",
     soft: bool = False,
     reduction: str = "mean",
+    algorithm: str = "auto",
 ) -> Tensor:
     """Core of :func:`batch_triplet_loss` over a distance matrix: rows are anchors, columns are
     references (the batch itself, a memory bank, gathered embeddings).
@@ -228,6 +228,7 @@ def triplet_loss_from_distances(
         dist: [B, M] distances d(anchor i, reference j).
         pos_mask, neg_mask: [B, M] bool; which references are positives / negatives of anchor i.
         margin, mining, soft, reduction: as in :func:`batch_triplet_loss`.
+        algorithm: "auto" | "dense" | "sorted", as in :func:`batch_triplet_loss` ["auto"].
 
     Returns the loss in ``dist``'s dtype (computed in at least float32).
     """
@@ -241,9 +242,13 @@ def triplet_loss_from_distances(
             )
     margin = check_nonnegative(margin, "margin")
     check_choice(mining, "mining", MINING)
+    soft = check_bool(soft, "soft")
     check_reduction(reduction)
+    algorithm = check_choice(algorithm, "algorithm", ("auto", "dense", "sorted"))
+    if algorithm == "auto":
+        algorithm = "dense" if dist.device.type == "cpu" else "sorted"
     d = dist.to(compute_dtype(dist))
-    if mining == "all" and not soft and reduction != "none" and d.device.type == "cpu":
+    if mining == "all" and not soft and reduction != "none" and algorithm == "dense":
         total, count = _batch_all_total(d, pos_mask, neg_mask, margin)
         return (total if reduction == "sum" else total / count.clamp_min(1)).to(dist.dtype)
     if mining == "all":
@@ -257,6 +262,34 @@ def triplet_loss_from_distances(
     return out.to(dist.dtype)
 
 
+def _blockwise_applies(mining: str, soft: bool, reduction: str) -> bool:
+    """Whether the blockwise algorithm computes this configuration (batch all: hinge sums)."""
+    return mining != "all" or (not soft and reduction != "none")
+
+
+def _check_triplet_algorithm(algorithm: object, mining: str, soft: bool, reduction: str) -> str:
+    algorithm = check_algorithm(algorithm, ALGORITHMS)
+    if algorithm == "blockwise" and not _blockwise_applies(mining, soft, reduction):
+        raise ValueError(
+            "algorithm='blockwise' computes batch all only with the hinge and reduction 'mean' "
+            f"or 'sum', got soft={soft} and reduction={reduction!r}; use 'dense' or 'sorted'"
+        )
+    return algorithm
+
+
+def _mined_triplet_terms(
+    dist: Tensor, pos: Tensor, neg: Tensor, triplets: tuple[Tensor, Tensor, Tensor],
+    margin: float, soft: bool,
+) -> tuple[Tensor, Tensor]:
+    """Terms of a miner's (a, p, n) triplets that are valid for the labels, and the number to
+    average over (with a loss > 0; every triplet with the soft margin)."""
+    a, p, n = triplets
+    ok = pos[a, p] & neg[a, n]
+    a, p, n = a[ok], p[ok], n[ok]
+    terms = _hinge(dist[a, p] - dist[a, n] + (0.0 if soft else margin), soft)
+    return terms, (torch.ones_like(a).sum() if soft else (terms > 0).sum())
+
+
 def batch_triplet_loss(
     embeddings: Tensor,
     labels: Tensor,
@@ -266,6 +299,12 @@ def batch_triplet_loss(
     soft: bool = False,
     distance: str = "euclidean",
     reduction: str = "mean",
+    *,
+    indices_tuple: IndicesTuple | None = None,
+    ref_embeddings: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    ref_offset: int | None = None,
+    algorithm: str = "auto",
 ) -> Tensor:
     r"""Triplet loss with online mining over a labelled batch.
 
@@ -291,6 +330,27 @@ def batch_triplet_loss(
     "mean" and "sum" need none, except soft batch all (one). With nothing to average over (no
     positive pair, one class, B = 1) the loss is 0 with a graph and zero gradients.
 
+    The batch-loss contract (:class:`~metrickit.losses._base.BatchLoss`): ``ref_embeddings`` /
+    ``ref_labels`` / ``ref_offset`` replace the candidates p and n by a reference set (the
+    anchors stay the batch). ``indices_tuple`` from a miner: with ``mining="all"`` the loss runs
+    over exactly the mined triplets (pairs ``(a1, p, a2, n)`` are combined per anchor, see
+    :func:`metrickit.masks.mined_triplets`) that are valid for the labels, averaged as batch
+    all, "none" giving one term per such triplet in the given order; with ``"hard"`` /
+    ``"semihard"`` the mining picks among the mined pairs only.
+
+    ``algorithm`` (all exact, equal up to rounding):
+
+    * ``"blockwise"``: from the embeddings, one cache-sized block of distance rows at a time,
+      without a B×B autograd graph (batch all: exact counts as coefficients of a closed-form
+      gradient; hard / semi-hard: mined without autograd, then the distances of the mined
+      triplets only). Only for the batch as its own references without ``indices_tuple``, and
+      for batch all only with the hinge and "mean" / "sum".
+    * ``"dense"``: the [B, M] distance matrix; hinge batch all counts each positive's negatives
+      inside the margin with the row's few positive thresholds (one host sync).
+    * ``"sorted"``: the [B, M] distance matrix with each row's negatives sorted once (binary
+      searches and prefix sums, no host sync): what accelerators use.
+    * ``"auto"``: on CPU "blockwise" where it applies, else "dense"; elsewhere "sorted".
+
     Defaults: margin=0.2, mining="all", Euclidean (not squared) distance, hinge (not soft).
 
     Args:
@@ -299,32 +359,57 @@ def batch_triplet_loss(
         mining: "all" | "hard" | "semihard" ["all"]. soft: soft margin [False].
         distance: one of :data:`metrickit.distances.DISTANCES` ["euclidean"].
         reduction: "mean" | "sum" | "none" ["mean"].
+        indices_tuple, ref_embeddings, ref_labels, ref_offset: the batch-loss contract [None].
+        algorithm: "auto" | "blockwise" | "dense" | "sorted" ["auto"].
     """
-    check_embeddings(embeddings)
-    labels = check_labels(labels, embeddings.shape[0])
+    call = batch_call(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
     margin = check_nonnegative(margin, "margin")
     check_choice(mining, "mining", MINING)
+    soft = check_bool(soft, "soft")
     check_reduction(reduction)
-    distance = resolve_distance(distance, squared)
-    if mining == "all" and not soft and reduction != "none" and embeddings.device.type == "cpu":
-        x = embeddings.to(compute_dtype(embeddings))
+    distance = resolve_distance(distance, check_bool(squared, "squared"))
+    algorithm = _check_triplet_algorithm(algorithm, mining, soft, reduction)
+    if algorithm == "blockwise" and not call.plain:
+        raise ValueError(
+            "algorithm='blockwise' needs the batch as its own references and no indices_tuple; "
+            "use 'dense' or 'sorted' with ref_embeddings or indices_tuple"
+        )
+    if algorithm == "auto":
+        on_cpu = embeddings.device.type == "cpu"
+        blockwise = call.plain and _blockwise_applies(mining, soft, reduction)
+        algorithm = ("blockwise" if blockwise else "dense") if on_cpu else "sorted"
+    if algorithm == "blockwise":
+        return _blockwise(embeddings, call.labels, margin, mining, soft, distance, reduction)
+    dist = reference_distance(embeddings, call.refs, distance)
+    if call.indices_tuple is not None and mining == "all":
+        pos, neg = reference_pair_masks(call.labels, call.refs)
+        triplets = mined_triplets(call.indices_tuple, *dist.shape)
+        d = dist.to(compute_dtype(dist))
+        terms, count = _mined_triplet_terms(d, pos, neg, triplets, margin, soft)
+        out = terms if reduction == "none" else reduce(terms, reduction, count)
+        return out.to(embeddings.dtype)
+    pos, neg = pair_masks_of(call)
+    loss = triplet_loss_from_distances(dist, pos, neg, margin, mining, soft, reduction, algorithm)
+    return loss.to(embeddings.dtype)
+
+
+def _blockwise(
+    embeddings: Tensor, labels: Tensor, margin: float, mining: str, soft: bool, distance: str,
+    reduction: str,
+) -> Tensor:
+    """The blockwise algorithm of :func:`batch_triplet_loss` (the batch against itself)."""
+    x = embeddings.to(compute_dtype(embeddings))
+    if mining == "all":
         total, count = batch_all_hinge_total(
             unit_rows(x) if distance == "cosine" else x, labels, margin, distance
         )
         loss = total if reduction == "sum" else total / count.clamp_min(1)
         return loss.to(embeddings.dtype)
-    if mining != "all" and embeddings.device.type == "cpu":
-        sel = select_triplets(embeddings, labels, mining, distance)
-        x = embeddings.to(compute_dtype(embeddings))
-        terms = _selected_terms(x, sel, margin, soft, distance)
-        ok = sel.valid
-        return (terms[ok] if reduction == "none" else reduce(terms, reduction, ok.sum())).to(
-            embeddings.dtype
-        )
-    dist = pairwise_distance(embeddings, distance=distance)
-    pos, neg = pair_masks(labels)
-    loss = triplet_loss_from_distances(dist, pos, neg, margin, mining, soft, reduction)
-    return loss.to(embeddings.dtype)
+    sel = select_triplets(embeddings, labels, mining, distance)
+    terms = _selected_terms(x, sel, margin, soft, distance)
+    ok = sel.valid
+    out = terms[ok] if reduction == "none" else reduce(terms, reduction, ok.sum())
+    return out.to(embeddings.dtype)
 
 
 class TripletMarginLoss(Loss):
@@ -340,9 +425,9 @@ class TripletMarginLoss(Loss):
     ) -> None:
         super().__init__(reduction)
         self.margin = check_nonnegative(margin, "margin")
-        resolve_distance(distance, squared)  # validates the combination
+        self.squared, self.soft = check_bool(squared, "squared"), check_bool(soft, "soft")
+        resolve_distance(distance, self.squared)  # validates the combination
         self.distance = distance
-        self.squared, self.soft = squared, soft
 
     def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
         return triplet_margin_loss(
@@ -352,8 +437,9 @@ class TripletMarginLoss(Loss):
 
 
 @register_loss("triplet", aliases=("batch_triplet", "triplet_margin"))
-class BatchTripletLoss(Loss):
-    """Module form of :func:`batch_triplet_loss`; ``forward(embeddings, labels)``."""
+class BatchTripletLoss(BatchLoss):
+    """Module form of :func:`batch_triplet_loss`; ``forward(embeddings, labels, indices_tuple=None,
+    ref_embeddings=None, ref_labels=None, ref_offset=None)``."""
 
     def __init__(
         self,
@@ -363,16 +449,28 @@ class BatchTripletLoss(Loss):
         soft: bool = False,
         distance: str = "euclidean",
         reduction: str = "mean",
+        algorithm: str = "auto",
     ) -> None:
         super().__init__(reduction)
         self.margin = check_nonnegative(margin, "margin")
         self.mining = check_choice(mining, "mining", MINING)
-        resolve_distance(distance, squared)  # validates the combination
+        self.squared, self.soft = check_bool(squared, "squared"), check_bool(soft, "soft")
+        resolve_distance(distance, self.squared)  # validates the combination
         self.distance = distance
-        self.squared, self.soft = squared, soft
+        self.algorithm = _check_triplet_algorithm(algorithm, mining, self.soft, self.reduction)
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        indices_tuple: IndicesTuple | None = None,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+        ref_offset: int | None = None,
+    ) -> Tensor:
         return batch_triplet_loss(
             embeddings, labels, self.margin, self.mining, self.squared, self.soft,
-            self.distance, self.reduction,
+            self.distance, self.reduction, indices_tuple=indices_tuple,
+            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_offset=ref_offset,
+            algorithm=self.algorithm,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -17,7 +19,7 @@ from .._validation import (
     reduce,
 )
 from ..distances import pairwise_distance
-from ._base import Loss
+from ._base import ProxyLoss
 from ._registry import register_loss
 
 
@@ -76,12 +78,14 @@ def triplet_center_loss(
 
 
 @register_loss("triplet_center")
-class TripletCenterLoss(Loss):
+class TripletCenterLoss(ProxyLoss):
     """Module form of :func:`triplet_center_loss` with learnable centres;
     ``forward(embeddings, labels)``.
 
-    ``centers`` is an ``nn.Parameter`` [num_classes, embedding_dim] initialised N(0, 1); train it
-    with the model's optimiser (the paper also updates centres by gradient descent).
+    The centres are the :class:`~metrickit.losses._base.ProxyLoss` class vectors ``proxies``, an
+    ``nn.Parameter`` [num_classes, embedding_dim] initialised N(0, 1) (``centers`` is the same
+    parameter, the paper's name); train it with the model's optimiser (the paper also updates
+    centres by gradient descent). State dicts saved with a ``centers`` entry still load.
     """
 
     def __init__(
@@ -92,10 +96,19 @@ class TripletCenterLoss(Loss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction)
-        check_positive_int(num_classes, "num_classes")
-        check_positive_int(embedding_dim, "embedding_dim")
+        num_classes = check_positive_int(num_classes, "num_classes")
+        embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
         self.margin = check_nonnegative(margin, "margin")
-        self.centers = nn.Parameter(torch.randn(num_classes, embedding_dim))
+        self.proxies = nn.Parameter(torch.randn(num_classes, embedding_dim))
+
+    @property
+    def centers(self) -> nn.Parameter:
+        return self.proxies
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        if prefix + "centers" in state_dict and prefix + "proxies" not in state_dict:
+            state_dict[prefix + "proxies"] = state_dict.pop(prefix + "centers")
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return triplet_center_loss(embeddings, labels, self.centers, self.margin, self.reduction)
+        return triplet_center_loss(embeddings, labels, self.proxies, self.margin, self.reduction)

@@ -1,0 +1,186 @@
+"""Shared numerical kernels of the distances, miners and losses (private, the lowest layer).
+
+* Distance blocks: the per-row part of a distance (:func:`distance_rows`) and the distances
+  between two sets of prepared rows (:func:`distance_block`, the Gram expansion with an exact-zero
+  diagonal), used whole by :mod:`metrickit.distances` and one cache-sized block of rows at a time
+  by the blockwise batch-all kernel.
+* Sorted rows with prefix sums (:class:`SortedRows`): each row's candidates sorted once, so the
+  number and the sum of the candidates below any threshold are a binary search and a gather
+  (:func:`count_below`, :func:`sum_below`): the batch-all triplet and quadruplet losses, WARP's
+  exact rank, the miners' difficulty counts.
+* Threshold counts (:func:`threshold_counts`): the same counts for every (row, positive) pair
+  without sorting the rows, from the few positive thresholds of each row.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+COSINE_EPS = 1e-12
+
+
+class _SafeSqrt(torch.autograd.Function):
+    """sqrt(max(sq, 0)) whose derivative is 0 wherever the result is 0 (or NaN)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, sq: Tensor) -> Tensor:
+        d = sq.clamp_min(0).sqrt_()
+        ctx.save_for_backward(d)
+        return d
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        (d,) = ctx.saved_tensors
+        flat = (d > 0).logical_not_()
+        if torch.is_grad_enabled():  # create_graph=True: differentiable, no 0 · inf anywhere
+            return (grad / (2 * d.masked_fill(flat, 1))).masked_fill(flat, 0)
+        out = d * 2
+        return torch.div(grad, out, out=out).masked_fill_(flat, 0)
+
+
+def safe_sqrt(sq: Tensor) -> Tensor:
+    """sqrt with a finite (zero) gradient where the argument is 0.
+
+    ``torch.sqrt`` has an infinite derivative at 0, which turns into NaN when a pair of identical
+    embeddings is multiplied by a zero upstream gradient. Here the argument is clamped at 0 and
+    the derivative wherever the result is 0 is 0 (elsewhere it is sqrt's, 1 / (2 sqrt(sq))).
+    Twice differentiable away from 0.
+    """
+    return _SafeSqrt.apply(sq)
+
+
+def unit_rows(x: Tensor) -> Tensor:
+    """Rows of ``x`` scaled to unit norm (a zero row stays zero), as the cosine distance uses."""
+    return x / x.norm(dim=1, keepdim=True).clamp_min(COSINE_EPS)
+
+
+def distance_rows(x: Tensor, distance: str) -> tuple[Tensor, Tensor | None]:
+    """Per-row part of a distance: unit rows for cosine, squared norms for the Euclidean ones."""
+    if distance == "cosine":
+        return unit_rows(x), None
+    if distance == "dot":
+        return x, None
+    return x, (x * x).sum(1)
+
+
+def distance_block(
+    a: Tensor, a_sq: Tensor | None, b: Tensor, b_sq: Tensor | None, distance: str, diag: int | None
+) -> Tensor:
+    """Distances between rows of ``a`` and ``b`` (prepared by :func:`distance_rows`); the
+    diagonal at offset ``diag`` is set to exactly 0 (before the square root, so its gradient is
+    0)."""
+    # Every [N, M] intermediate below is fresh, so the in-place ops are autograd-safe; they are
+    # bit-identical to the out-of-place expressions x² + y² − 2 x·y, 1 − x̂·ŷ and −x·y.
+    if distance == "cosine":
+        d = (a @ b.T).neg_().add_(1)
+    elif distance == "dot":
+        d = (a @ b.T).neg_()
+    else:
+        assert a_sq is not None and b_sq is not None
+        d = (a_sq[:, None] + b_sq[None, :]).sub_(a @ b.T, alpha=2)
+        if distance == "squared_euclidean":
+            d.clamp_min_(0)
+    if diag is not None:
+        d.diagonal(diag).zero_()
+    return safe_sqrt(d) if distance == "euclidean" else d
+
+
+class SortedRows(NamedTuple):
+    """Each row's candidate values in ascending order (ties keep column order).
+
+    keys: [..., M] sorted candidate values, +inf past ``count`` (detached, for searching).
+    values: [..., M] the same values carrying autograd, 0 past ``count``.
+    prefix: [..., M + 1] prefix sums of ``values``; ``prefix[..., k]`` = sum of the k smallest.
+    count: [...] number of candidates in each row.
+    index: [..., M] column each sorted entry comes from.
+    """
+
+    keys: Tensor
+    values: Tensor
+    prefix: Tensor
+    count: Tensor
+    index: Tensor
+
+    def take(self, rows: Tensor) -> SortedRows:
+        """The sorted rows ``rows`` (any index tensor over the first dimension)."""
+        return SortedRows(*(t[rows] for t in self))
+
+
+def sort_rows(dist: Tensor, mask: Tensor) -> SortedRows:
+    """Sort the candidates ``mask[..., j]`` of every row of ``dist`` [..., M] once:
+    O(M log M) per row."""
+    keys = dist.detach().masked_fill(~mask, float("inf"))
+    keys, index = keys.sort(dim=-1, stable=True)
+    count = mask.sum(-1)
+    inside = torch.arange(dist.shape[-1], device=dist.device) < count[..., None]
+    values = torch.where(inside, dist.gather(-1, index), 0.0)
+    prefix = torch.cat([torch.zeros_like(values[..., :1]), values.cumsum(-1)], dim=-1)
+    return SortedRows(keys.contiguous(), values, prefix, count, index)
+
+
+def count_below(rows: SortedRows, queries: Tensor, inclusive: bool = False) -> Tensor:
+    """[..., K] number of candidates of each row with value < ``queries[..., k]`` (≤ if
+    inclusive)."""
+    q = queries.detach().to(rows.keys.dtype).contiguous()
+    return torch.searchsorted(rows.keys, q, right=inclusive)
+
+
+def sum_below(rows: SortedRows, queries: Tensor) -> tuple[Tensor, Tensor]:
+    """Number and (differentiable) sum of each row's candidates strictly below ``queries``."""
+    count = count_below(rows, queries)
+    return count, rows.prefix.gather(-1, count)
+
+
+def semihard_positions(rows: SortedRows, dist: Tensor) -> Tensor:
+    """[B, M] position, in row i's sorted negatives, of the semi-hard negative for positive j.
+
+    That is the nearest negative with d(i, n) > dist[i, j] (FaceNet's semi-hard choice, as in
+    TensorFlow Addons' ``triplet_semihard_loss``); when no negative is farther than the positive,
+    the farthest negative. Rows without negatives get 0 (callers mask them out).
+    """
+    first_above = count_below(rows, dist, inclusive=True)
+    return torch.minimum(first_above, (rows.count - 1).clamp_min(0)[:, None])
+
+
+class ThresholdCounts(NamedTuple):
+    """Per-row counts of the triplets inside a margin, with each row's positives packed.
+
+    slot: [B, k] columns of row i's positives in ascending order of d(i, p) (k = the largest
+        number of positives in a row; rows with fewer are padded).
+    valid: [B, k] whether a slot holds a real positive.
+    below: [B, k] for positive p in that slot, #{negatives n: d(i, n) < d(i, p) + margin}.
+    above: [B, M] for negative n, #{positives p: d(i, n) < d(i, p) + margin}; 0 elsewhere.
+    """
+
+    slot: Tensor
+    valid: Tensor
+    below: Tensor
+    above: Tensor
+
+
+def threshold_counts(
+    dist: Tensor, pos_mask: Tensor, neg_mask: Tensor, margin: float
+) -> ThresholdCounts:
+    """The counts of :class:`ThresholdCounts` without sorting any row of ``dist``.
+
+    Each row's positive thresholds d(i, p) + m are packed and sorted with ``topk`` (k of them);
+    every negative finds its rank r among them by binary search; then ``above`` = (#positives − r)
+    and ``below`` is the prefix sum of the histogram of r. O(B·M log k) time, O(B·M) memory.
+    Reading k costs one host read (free on CPU, a device sync on accelerators).
+    """
+    with torch.no_grad():
+        d = dist.detach()
+        n_pos = pos_mask.sum(1)
+        k = int(n_pos.max()) if n_pos.numel() else 0
+        thresholds = (d + margin).masked_fill(~pos_mask, float("inf"))
+        sorted_thr, slot = thresholds.topk(k, dim=1, largest=False, sorted=True)
+        valid = torch.arange(k, device=d.device)[None, :] < n_pos[:, None]
+        rank = torch.searchsorted(sorted_thr.contiguous(), d.contiguous(), right=True)
+        hist = torch.zeros(d.shape[0], k + 1, dtype=torch.int64, device=d.device)
+        hist.scatter_add_(1, rank, neg_mask.to(torch.int64))
+        below = hist.cumsum(1)[:, :k]
+        above = torch.where(neg_mask, n_pos[:, None] - rank, 0)
+        return ThresholdCounts(slot, valid, below, above)
