@@ -213,3 +213,38 @@ def test_train_cli_trains_every_registered_loss(name, tmp_path, capsys, monkeypa
     finally:
         torch.set_num_threads(threads)
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def _constructor_cases():
+    """(name, parameter, default) for every registered loss's bool and number parameters."""
+    import inspect
+
+    cases = []
+    for name in list_losses():
+        for p in inspect.signature(get_loss_class(name)).parameters.values():
+            if p.name in ("num_classes", "embedding_dim"):
+                continue
+            if isinstance(p.default, bool) or (
+                isinstance(p.default, (int, float)) and p.default is not None
+            ):
+                cases.append((name, p.name, p.default))
+    return cases
+
+
+@pytest.mark.parametrize("name, param, default", _constructor_cases())
+def test_constructors_refuse_string_flags_and_accept_numpy_scalars(name, param, default):
+    """Every registered loss validates at construction: a bool flag given as a string is a
+    TypeError naming it; a numpy scalar of the default's type is accepted as that number."""
+    if isinstance(default, bool):
+        with pytest.raises(TypeError, match=param):
+            build(name, **{param: "False"})
+        build(name, **{param: np.bool_(default)})
+        return
+    numpy_value = np.int64(default) if isinstance(default, int) else np.float32(default)
+    loss = build(name, **{param: numpy_value})
+    stored = getattr(loss, param, default)
+    if isinstance(stored, torch.Tensor):  # a learnable hyper-parameter (margin's β)
+        stored = stored.detach().flatten()[0].item()
+    assert stored == pytest.approx(float(numpy_value))
+    with pytest.raises((TypeError, ValueError), match=param):
+        build(name, **{param: "1"})

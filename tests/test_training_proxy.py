@@ -37,8 +37,9 @@ def test_explicit_loss_lr_and_other_losses(tmp_path):
     trainer = mk.Trainer(small(tmp_path, "a", loss="proxy_anchor", miner=None, loss_lr=0.05),
                          progress=False)
     assert [lr for lr, _ in groups(trainer)] == [1e-3, 0.05]
-    # a loss with parameters that is not a proxy loss keeps the network's learning rate
-    trainer = mk.Trainer(small(tmp_path, "b", loss="triplet_center", miner=None), progress=False)
+    # a loss with parameters that is not a proxy loss (margin's learnable β) keeps the network's
+    # learning rate (triplet_center's centres are proxies: they get loss_lr)
+    trainer = mk.Trainer(small(tmp_path, "b", loss="margin", miner=None), progress=False)
     assert [lr for lr, _ in groups(trainer)] == [1e-3, 1e-3]
     # a loss without parameters: one group
     trainer = mk.Trainer(small(tmp_path, "c", optimizer="sgd", loss_lr=0.5), progress=False)
