@@ -4,7 +4,8 @@ NT-Xent, SupCon, tuplet margin, FastAP).
 Each of these losses is a sum of per-anchor terms, and anchor i's term depends only on row i of
 the similarity matrix S = x̂ r̂ᵀ (unit rows) and on its pair masks. :func:`row_loss` evaluates
 such a term one cache-sized block of rows at a time: S_block by one matrix product, the term
-and its derivative dℓ_i/dS_ij by autograd on the block alone, kept as one [B, M] matrix J. The
+and its derivative dℓ_i/dS_ij (in closed form, or by autograd on the block alone), kept as one
+[B, M] matrix J. The
 backward pass is the two matrix products (J r̂)·g and Jᵀ(x̂·g) with g = grad_output — three
 B×M×D products in all, the floor of any loss on the Gram matrix, and O(B·M) memory: no B×M
 autograd graph, and no B×B×B or B×B×D intermediate.
@@ -70,27 +71,6 @@ def unit(x: Tensor) -> Tensor:
     x = x.to(compute_dtype(x))
     top = x.detach().abs().amax(1, keepdim=True)
     return F.normalize(x / torch.where(top > 0, top, 1.0), dim=1)
-
-
-def masked_logsumexp(z: Tensor, mask: Tensor, add_one: bool = False) -> tuple[Tensor, Tensor]:
-    """``(lse, nonempty)`` per row: log Σ_{mask} exp(z) (log(1 + Σ …) with ``add_one``).
-
-    Rows with no kept entry get a finite placeholder (0), so that a caller masking them out
-    never multiplies an infinite derivative by 0; ``nonempty`` says which rows have one.
-    """
-    z = z.masked_fill(~mask, float("-inf"))
-    nonempty = mask.any(1)
-    top = z.amax(1, keepdim=True).detach()
-    if add_one:
-        top = top.clamp_min(0)
-    else:
-        top = torch.where(nonempty[:, None], top, 0.0)
-    total = (z - top).exp().sum(1)
-    if add_one:
-        total = total + (-top[:, 0]).exp()
-    else:
-        total = torch.where(nonempty, total, 1.0)
-    return total.log() + top[:, 0], nonempty
 
 
 def exp_rows(s: Tensor, mask: Tensor, scale: float) -> tuple[Tensor, Tensor]:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive, check_real, check_reduction, reduce
-from ._pair_rows import PairRowsLoss, cosine_pairs, masked_logsumexp, row_loss, softplus
+from ._pair_rows import PairRowsLoss, cosine_pairs, row_loss, row_sum, softplus
 from ._registry import register_loss
 
 
@@ -42,16 +42,37 @@ def circle_loss(
     check_reduction(reduction)
     pairs = cosine_pairs(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
 
-    def terms(s, pos, neg, _params, _rows):
-        weight_p = (1 + m - s.detach()).clamp_min(0)
-        weight_n = (s.detach() + m).clamp_min(0)
-        lse_p, has_p = masked_logsumexp(-gamma * weight_p * (s - (1 - m)), pos)
-        lse_n, has_n = masked_logsumexp(gamma * weight_n * (s - m), neg)
+    def terms(s, pos, neg, _params, _rows, grad):
+        b = s.shape[0]
+        # negatives (dense): z_n = γ α_n (s_n − m), α_n = [s_n + m]₊ a constant
+        slope_n = torch.where(neg, (s + m).clamp_min_(0).mul_(gamma), 0.0)
+        z_n = torch.where(neg, slope_n * (s - m), float("-inf"))
+        top_n = z_n.amax(1)
+        has_n = torch.isfinite(top_n)
+        top_n = torch.where(has_n, top_n, 0.0)
+        e = z_n.sub_(top_n[:, None]).exp_()
+        total_n = e.sum(1)
+        # positives (sparse): z_p = −γ α_p (s_p − 1 + m), α_p = [1 + m − s_p]₊ a constant
+        r, c = pos.nonzero(as_tuple=True)
+        sp = s[r, c]
+        slope_p = -gamma * (1 + m - sp).clamp_min(0)
+        z_p = slope_p * (sp - 1 + m)
+        top_p = s.new_full((b,), float("-inf")).scatter_reduce_(0, r, z_p, "amax")
+        has_p = torch.isfinite(top_p)
+        top_p = torch.where(has_p, top_p, 0.0)
+        w = (z_p - top_p[r]).exp()
+        total_p = row_sum(w, r, b)
         valid = has_p & has_n
-        loss = torch.where(valid, softplus(lse_p + lse_n), 0.0)
+        joint = top_p + top_n + (total_p * total_n).clamp_min(1e-300).log()
+        loss = torch.where(valid, softplus(joint), 0.0)
+        if grad is not None:
+            weight = torch.where(valid, torch.sigmoid(joint), 0.0)
+            coef = weight / torch.where(valid, total_n, 1.0)
+            torch.mul(e, slope_n, out=grad).mul_(coef[:, None])
+            grad[r, c] = (weight / torch.where(valid, total_p, 1.0))[r] * w * slope_p
         return loss, valid[:, None].to(s.dtype)
 
-    loss, valid = row_loss(pairs, terms, aux_width=1)
+    loss, valid = row_loss(pairs, terms, aux_width=1, manual=True)
     count = valid.sum() if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
 
