@@ -1,4 +1,4 @@
-"""``metrickit evaluate RUN_DIR``: re-evaluate a saved run from its last checkpoint.
+"""``metrickit evaluate RUN_DIR``: re-evaluate a saved run from its last (or best) checkpoint.
 
 Prints the metrics table (raw input, untrained and trained network on the test split) and
 rewrites the run's metrics.json, history.csv, plots and report.html (atomically, holding the
@@ -19,6 +19,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_run_dir(parser, "a directory written by metrickit train")
     add_device(parser, help="cpu, cuda or auto (default: the run's device)")
+    parser.add_argument(
+        "--checkpoint", choices=("last", "best"), default="last",
+        help="the last epoch's weights, or the best validation epoch's [last]",
+    )
     add_threads(parser)
     parser.set_defaults(func=run)
 
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     with locked(run_dir, RUN_KIND, required=CONFIG_FILE):
         trainer = Trainer.from_run_dir(run_dir, overrides, progress=False)
         trainer.restore()
-        results = trainer.evaluate()
+        results = trainer.evaluate(checkpoint=args.checkpoint)
         trainer.write_outputs(results)
     print_results(trainer.run_dir, results, time.perf_counter() - start)
     return 0

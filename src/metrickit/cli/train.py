@@ -55,7 +55,16 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     add("--image-mode", choices=("L", "RGB"), help="image folders: L greyscale or RGB [L]")
     add("--standardize", action=argparse.BooleanOptionalAction,
         help="z-score every feature with the training split's statistics (feature vectors)")
-    add("--model", help="embedding network: mlp or cnn")
+    add("--stream", action=argparse.BooleanOptionalAction,
+        help="image folders: read each image from disk when used instead of loading them all")
+    add("--augment", choices=("none", "crop_flip", "torchvision"),
+        help="training images: random resized crop + flip (built-in torch or torchvision) [none]")
+    add("--model", help="embedding network: mlp, cnn, or a backbone torchvision:NAME, timm:NAME, "
+        "package.module:factory")
+    add("--weights", metavar="FILE",
+        help="backbone weights from a local .safetensors or torch.save file (weights_only)")
+    add("--freeze-epochs", type=int, metavar="N",
+        help="train only the embedding head of a backbone for the first N epochs [0]")
     add("--embedding-dim", type=int, help="embedding size")
     add("--normalize", action=argparse.BooleanOptionalAction, help="L2-normalise embeddings")
     add("--loss", help="registered batch loss, e.g. triplet, contrastive, lifted_structure")
@@ -75,11 +84,29 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     add("--loss-lr", type=float, help="learning rate of the loss's proxies/centres [proxy: 100×lr]")
     add("--weight-decay", type=float, help="weight decay")
     add("--epochs", type=int, help="number of epochs")
+    add("--precision", choices=("32", "bf16", "fp16"),
+        help="32, or mixed precision: bf16 autocast, fp16 autocast with loss scaling [32]")
+    add("--schedule", choices=("constant", "cosine", "linear"),
+        help="learning-rate decay per step after the warmup [constant]")
+    add("--warmup-steps", type=int, metavar="N", help="linear learning-rate warmup steps [0]")
+    add("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm to NORM [off]")
+    add("--workers", type=int, metavar="N", help="DataLoader worker processes [0]")
+    add("--pin-memory", action=argparse.BooleanOptionalAction,
+        help="DataLoader pin_memory (faster host-to-GPU copies)")
     add("--seed", type=int, help="random seed (data split, initialisation, batches)")
     add_device(parser)
     add("--protocol", help="holdout (same classes) or zero_shot (unseen test classes)")
     add("--test-size", type=_number, help="test fraction in (0, 1) or number of test samples")
     add("--eval-every", type=int, help="evaluate on the test split every N epochs (0: at the end)")
+    add("--validation-size", type=_number, metavar="SIZE",
+        help="validation fraction/count held out of the training split; evaluated every "
+        "--eval-every epochs (every epoch if 0), keeps checkpoints/best.pt")
+    add("--best-metric", metavar="METRIC",
+        help="validation metric that selects the best checkpoint [map_at_r]")
+    add("--patience", type=int, metavar="N",
+        help="stop after N validations without improvement (0: never) [0]")
+    add("--tensorboard", action=argparse.BooleanOptionalAction,
+        help="also log to RUN_DIR/tensorboard (needs the tensorboard package)")
     add_output(parser, "run directory [runs/train]")
 
 

@@ -26,8 +26,12 @@ DEVICES = ("auto", "cpu", "cuda")
 PROTOCOLS = ("holdout", "zero_shot")
 MINERS = ("all", "hard", "semihard")
 IMAGE_MODES = ("L", "RGB")
-# Options that may change when a run is resumed: more epochs, or a moved run directory.
-RESUMABLE_CHANGES = ("epochs", "output")
+AUGMENTATIONS = ("none", "crop_flip", "torchvision")
+PRECISIONS = ("32", "bf16", "fp16")
+SCHEDULES = ("constant", "cosine", "linear")
+# Options that may change when a run is resumed: more epochs, a moved run directory, or how
+# the data is loaded (workers, pinned memory), which leaves the batches as they were.
+RESUMABLE_CHANGES = ("epochs", "output", "workers", "pin_memory")
 # config.json also records what a saved model needs to embed new data (see Trainer.run_inputs)
 INPUTS_KEY = "inputs"
 
@@ -48,6 +52,18 @@ class TrainConfig:
     side, or ``[height, width]``), ``image_mode`` ("L" greyscale or "RGB", image folders) and
     ``standardize`` (z-score every feature with the training split's mean and standard
     deviation; feature vectors only, applied again when the run's model embeds new data).
+
+    Open-trainer options (docs/training.md): ``stream`` (read an image folder from disk on access
+    instead of loading it), ``augment`` ("none", "crop_flip": built-in random resized crop and
+    flip, "torchvision": the same with torchvision), ``weights`` (local weights file for a backbone
+    ``model`` spec), ``freeze_epochs`` (train only the head of a backbone for the first epochs),
+    ``precision`` ("32", "bf16", "fp16"), ``schedule`` ("constant", "cosine", "linear" decay per
+    step) after ``warmup_steps`` of linear warmup, ``grad_clip`` (max gradient norm),
+    ``validation_size`` (held out of the training split with the same protocol; evaluated every
+    ``eval_every`` epochs, every epoch when 0), ``best_metric`` (validation metric that selects
+    ``checkpoints/best.pt``), ``patience`` (stop after that many validations without
+    improvement; 0: never), ``workers`` and ``pin_memory`` (DataLoader), ``tensorboard`` (log to
+    ``<output>/tensorboard``). ``output=None`` trains in memory: no run directory.
     """
 
     dataset: str = "digits"
@@ -70,17 +86,33 @@ class TrainConfig:
     protocol: str = "holdout"
     test_size: float | int | None = None
     eval_every: int = 0
-    output: str = "runs/train"
+    output: str | None = "runs/train"
     label_column: str = "label"
     image_size: int | list[int] | None = None
     image_mode: str = "L"
     standardize: bool = False
+    stream: bool = False
+    augment: str = "none"
+    weights: str | None = None
+    freeze_epochs: int = 0
+    precision: str = "32"
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    validation_size: float | int | None = None
+    best_metric: str = "map_at_r"
+    patience: int = 0
+    workers: int = 0
+    pin_memory: bool = False
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         _check_str(self.dataset, "dataset")
         _check_str(self.model, "model")
         _check_str(self.loss, "loss")
-        _check_str(self.output, "output")
+        if self.output is not None:
+            _check_str(self.output, "output")
+        self._check_open_trainer_options()
         for name in ("embedding_dim", "k", "epochs"):
             _check_int(getattr(self, name), name, minimum=1)
         if self.p is not None:
@@ -136,6 +168,35 @@ class TrainConfig:
             raise ValueError(
                 f"test_size must be a fraction in (0, 1) or a number of samples >= 1, got {size!r}"
             )
+
+    def _check_open_trainer_options(self) -> None:
+        for name in ("stream", "pin_memory", "tensorboard"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        _check_choice(self.augment, "augment", AUGMENTATIONS)
+        if isinstance(self.precision, int) and not isinstance(self.precision, bool):
+            self.precision = str(self.precision)  # YAML reads `precision: 32` as a number
+        _check_choice(self.precision, "precision", PRECISIONS)
+        _check_choice(self.schedule, "schedule", SCHEDULES)
+        _check_str(self.best_metric, "best_metric")
+        if self.weights is not None:
+            _check_str(self.weights, "weights")
+        for name in ("freeze_epochs", "warmup_steps", "patience", "workers"):
+            _check_int(getattr(self, name), name, minimum=0)
+        clip = self.grad_clip
+        if clip is not None:
+            if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
+                raise ValueError(f"grad_clip must be a number > 0 (or null), got {clip!r}")
+            self.grad_clip = float(clip)
+        size = self.validation_size
+        valid_fraction = isinstance(size, float) and 0 < size < 1
+        valid_count = isinstance(size, int) and not isinstance(size, bool) and size >= 1
+        if size is not None and not (valid_fraction or valid_count):
+            raise ValueError(
+                f"validation_size must be a fraction in (0, 1) or a count >= 1, got {size!r}"
+            )
+        if self.output is None and self.tensorboard:
+            raise ValueError("tensorboard logging needs a run directory (output), got None")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:

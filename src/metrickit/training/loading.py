@@ -124,25 +124,18 @@ def embed_batches(
     model: nn.Module,
     loader: TensorBatches | DataLoader,
     device: torch.device,
-    autocast: Callable[[], Any] | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Embeddings (float32, CPU) and labels of every batch of ``loader``, without gradients."""
+) -> Tensor:
+    """Embeddings (float32, CPU) of the inputs of every ``(input, label)`` batch of ``loader``,
+    in float32 and without gradients."""
     was_training = model.training
     model.eval()
-    parts, labels = [], []
+    parts = []
     try:
         with torch.no_grad():
-            for x, y in loader:
-                x = x.to(device, non_blocking=True)
-                if autocast is None:
-                    out = model(x)
-                else:
-                    with autocast():
-                        out = model(x)
-                parts.append(out.float().cpu())
-                labels.append(torch.as_tensor(y).cpu())
+            for x, _ in loader:
+                parts.append(model(x.to(device, non_blocking=True)).float().cpu())
     finally:
         model.train(was_training)
     if not parts:
         raise ValueError("cannot embed an empty dataset")
-    return torch.cat(parts), torch.cat(labels)
+    return torch.cat(parts)

@@ -84,7 +84,7 @@ def write_run_outputs(record: RunRecord) -> list[str]:
     """
     run_dir, results = record.run_dir, record.results
     metrics = {
-        **{c: dict(results[c]) for c in COLUMNS},
+        **{c: dict(results[c]) for c in COLUMNS if c in results},
         "epochs_trained": record.epochs_trained,
         "dataset": record.data_name,
         "num_test_samples": int(record.test_labels.shape[0]),

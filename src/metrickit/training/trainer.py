@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,20 +19,24 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .. import distributed as mkd
-from ..data import LabelledData, list_datasets, load_dataset, split_dataset
+from .._validation import check_choice
+from ..backbones import build_embedder
+from ..data import LabelledData
 from ..distances import DISTANCES
 from ..evaluation import evaluate_embeddings
 from ..evaluation.retrieval import DEFAULT_KS
 from ..losses import get_loss, get_loss_class, list_losses, resolve_loss_name
 from ..losses._base import ProxyLoss
 from ..miners import triplet_difficulty
-from ..models import build_model
+from ..report import lower_is_better
 from ..rundir import RunDir, check_new, remove_stale_temporaries
 from ..samplers import PKSampler
 from . import outputs
+from .callbacks import CallbackList, TensorBoardLogger
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -40,13 +45,20 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import INPUTS_KEY, TrainConfig, read_config_json
+from .datasets import RunData, config_data
+from .loading import batches, class_ids, dataset_labels, embed_batches
+from .precision import MixedPrecision
+from .schedules import clip_gradients, warmup_schedule
 
 CONFIG_FILE = "config.json"
 LAST = Path("checkpoints") / "last.pt"
 INITIAL = Path("checkpoints") / "init.pt"
+BEST = Path("checkpoints") / "best.pt"
+CHECKPOINTS = ("last", "best")
 DIFFICULTIES = ("easy", "semihard", "hard")
 _SUMMARY_METRICS = ("test_precision_at_1", "test_map_at_r")
 _EVAL_BATCH = 1024
+_EVAL_BATCH_STREAMED = 128
 DEFAULT_P = 8
 RUN_KIND = "train"
 
@@ -66,63 +78,154 @@ PROXY_LR_FACTOR = 100.0  # default loss_lr / lr for proxy losses (see loss_learn
 class Trainer:
     """Train an embedding network with a batch metric-learning loss on P×K batches.
 
-    Everything that can fail on bad input (data, model, loss, miner) is built in the constructor,
-    before anything is written to the run directory ``config.output``.
+    Built from a config (data, network, loss and optimiser by name), from objects, or both: any
+    object given replaces what the config would build, and everything else (P×K, epochs,
+    precision, schedule, clipping, evaluation, early stopping, run directory) comes from the
+    config. Both go through the same loop.
 
     Args:
-        config: a :class:`TrainConfig` or a mapping of its options.
+        config: a :class:`TrainConfig` or a mapping of its options; None: the defaults, with
+            ``output=None`` (in memory, no run directory) when a ``train`` dataset is given.
+        model: any ``nn.Module`` mapping a batch of inputs to embeddings [B, D].
+        train, validation, test: map-style datasets of ``(input, label)`` items (labels are read
+            once without touching inputs, see :func:`~metrickit.training.loading.dataset_labels`).
+        loss: an ``nn.Module`` called as ``loss(embeddings, labels)``, or a registered loss name
+            (built with the config's ``loss_params`` and ``miner``).
+        optimizer: a callable taking the parameter groups (the network's, then the loss's if it
+            has parameters, at ``loss_lr`` when set) and returning a ``torch.optim.Optimizer``.
+        callbacks: objects with ``on_step`` / ``on_epoch`` / ``on_evaluate`` hooks (see
+            :mod:`~metrickit.training.callbacks`).
+        collate_fn: the DataLoader's collate function for the datasets' items.
         progress: show a tqdm progress bar (running loss, triplet-difficulty shares).
+
+    Everything that can fail on bad input is built in the constructor, before anything is
+    written to the run directory ``config.output``.
     """
 
-    def __init__(self, config: TrainConfig | Mapping[str, Any], progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: TrainConfig | Mapping[str, Any] | None = None,
+        *,
+        model: nn.Module | None = None,
+        train: Dataset | None = None,
+        validation: Dataset | None = None,
+        test: Dataset | None = None,
+        loss: nn.Module | str | None = None,
+        optimizer: Callable[[list[dict[str, Any]]], torch.optim.Optimizer] | None = None,
+        callbacks: Iterable[object] = (),
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        progress: bool = True,
+    ) -> None:
+        if config is None:
+            config = TrainConfig(output=None) if train is not None else TrainConfig()
         self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         cfg = self.config
-        self.run_dir = Path(cfg.output)
+        self.run_dir = None if cfg.output is None else Path(cfg.output)
         self.progress = progress and mkd.is_main_process()
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
+        self.amp = MixedPrecision(cfg.precision, self.device)
+        self.collate_fn = collate_fn
 
-        data = load_config_data(cfg)
-        train, test = split_dataset(data, cfg.protocol, cfg.test_size, seed=cfg.seed)
-        self.data_name = data.name
-        self.image_shape = data.image_shape
-        self.x_train, self.y_train, self.train_classes = _as_tensors(train, "training")
-        self.x_test, self.y_test, self.test_classes = _as_tensors(test, "test")
+        if train is None:
+            if validation is not None or test is not None:
+                raise ValueError("validation and test datasets need a train dataset too")
+            data = config_data(cfg)
+        else:
+            data = RunData(train, validation, test, type(train).__name__,
+                           getattr(train, "image_shape", None))  # fmt: skip
+        self.data_name, self.image_shape = data.name, data.image_shape
+        self.standardization = data.standardization
+        self.train_data, self.validation_data = data.train, data.validation
+        self.test_data = data.test
+        classes, ids = class_ids(dataset_labels(self.train_data))
+        self.train_classes = _class_names(self.train_data, classes)
+        self.label_map = _label_map(classes, self.device)
         self.p = cfg.p if cfg.p is not None else min(DEFAULT_P, len(self.train_classes))
-        _check_trainable(self.y_train, self.train_classes, self.p)
-        _check_evaluable(self.y_test)
-        self.standardization = None
-        if cfg.standardize:
-            self.standardization = _standardization(self.x_train, self.image_shape)
-            self.x_train = standardize(self.x_train, self.standardization)
-            self.x_test = standardize(self.x_test, self.standardization)
+        _check_trainable(torch.as_tensor(ids), self.train_classes, self.p)
+        self._labels: dict[str, Tensor] = {}
+        self._classes: dict[str, list[str]] = {}
+        for split in ("validation", "test"):
+            dataset = self._split(split)
+            if dataset is not None:
+                split_classes, split_ids = class_ids(dataset_labels(dataset))
+                self._labels[split] = torch.as_tensor(split_ids)
+                self._classes[split] = _class_names(dataset, split_classes)
+                _check_evaluable(self._labels[split], split)
+        self.test_classes = self._classes.get("test", [])
 
-        self.input_shape = tuple(self.x_train.shape[1:])
-        self.model = self._new_model()
+        self.input_shape = _input_shape(self.train_data)
+        if model is None:
+            model = build_embedder(
+                cfg.model, self.input_shape, cfg.embedding_dim, cfg.normalize, cfg.weights
+            )
+            embedding_dim = cfg.embedding_dim
+        elif not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        else:
+            embedding_dim = None
+        if cfg.freeze_epochs and not callable(getattr(model, "freeze_backbone", None)):
+            raise ValueError(
+                "freeze_epochs needs a backbone model (a model spec with a colon, e.g. "
+                "torchvision:resnet50, or a module with a freeze_backbone method)"
+            )
+        self.model = model.to(self.device)
         self.initial_state = _cpu_copy(self.model.state_dict())
-        self.loss_fn = build_loss(
-            cfg.loss, cfg.loss_params, cfg.miner, len(self.train_classes), cfg.embedding_dim
-        ).to(self.device)
-        self.difficulty_options = _difficulty_options(cfg.loss, self.loss_fn)
+        if loss is None or isinstance(loss, str):
+            self.loss_name: str | None = cfg.loss if loss is None else loss
+            if embedding_dim is None:
+                embedding_dim = _output_dim(self.model, self.train_data, self.device)
+            self.loss_fn = build_loss(
+                self.loss_name, cfg.loss_params, cfg.miner, len(classes), embedding_dim
+            )
+        elif isinstance(loss, nn.Module):
+            self.loss_name, self.loss_fn = registered_name(loss), loss
+        else:
+            raise TypeError(f"loss must be an nn.Module or a loss name, got {type(loss).__name__}")
+        self.loss_fn = self.loss_fn.to(self.device)
+        self.difficulty_options = (
+            None if self.loss_name is None else _difficulty_options(self.loss_name, self.loss_fn)
+        )
         distance = getattr(self.loss_fn, "distance", "euclidean")
         self.distance = distance if distance in DISTANCES else "euclidean"
-        self.optimizer = _build_optimizer(
-            cfg, list(self.model.parameters()), list(self.loss_fn.parameters()),
-            loss_learning_rate(cfg, self.loss_fn),
-        )
+        model_params, loss_params = list(self.model.parameters()), list(self.loss_fn.parameters())
+        if optimizer is None:
+            self.optimizer = _build_optimizer(
+                cfg, model_params, loss_params, loss_learning_rate(cfg, self.loss_fn)
+            )
+        else:  # the factory's own rate, unless loss_lr is set for the loss's parameters
+            groups = [{"params": model_params}]
+            if loss_params:
+                extra = {} if cfg.loss_lr is None else {"lr": cfg.loss_lr}
+                groups.append({"params": loss_params, **extra})
+            self.optimizer = _call_factory(optimizer)(groups)
+        self._parameters = model_params + loss_params
         # under torchrun: P classes per process, one global P·W×K batch per step (see
         # docs/distributed.md); DDP averages exactly to the single-process gradient
         sampler = mkd.DistributedPKSampler if mkd.is_distributed() else PKSampler
         self.sampler = sampler(
-            self.y_train, p=self.p, k=cfg.k, num_batches=cfg.batches_per_epoch, seed=cfg.seed
+            ids, p=self.p, k=cfg.k, num_batches=cfg.batches_per_epoch, seed=cfg.seed
         )
+        self.loader = batches(
+            self.train_data, self.sampler, cfg.workers, cfg.pin_memory, collate_fn
+        )
+        self.scheduler = None
+        if cfg.schedule != "constant" or cfg.warmup_steps:
+            total = len(self.sampler) * cfg.epochs
+            self.scheduler = warmup_schedule(
+                self.optimizer, total, min(cfg.warmup_steps, total), cfg.schedule
+            )
+        self.callbacks = CallbackList(callbacks)
         self.train_model, self.train_loss = self.model, mkd.DistributedLoss(self.loss_fn)
         if mkd.is_distributed():
-            ids = [self.device] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+            ids_ = [self.device] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids_)
         self.history: list[dict[str, float]] = []
         self.step_losses: list[float] = []
         self.epoch = 0
+        self.best: dict[str, Any] = {"epoch": 0, "value": None, "bad": 0}
+        self.best_state: dict[str, Any] | None = None
+        self.should_stop = False
         self._run_dir: RunDir | None = None
         self._holding = False
 
@@ -139,17 +242,33 @@ class Trainer:
         config = config.merged({**(overrides or {}), "output": str(run_dir)})
         return cls(config, progress=progress)
 
+    @property
+    def x_test(self) -> Tensor:
+        """The test inputs of in-memory data (``LabelledData``)."""
+        if not isinstance(self.test_data, LabelledData):
+            raise AttributeError("x_test exists for in-memory test data only; use test_data")
+        return self.test_data.x
+
+    @property
+    def y_test(self) -> Tensor:
+        """The test labels as class ids 0..C−1."""
+        return self._labels["test"]
+
     # ----------------------------------------------------------------------------- running
     def run(self, resume: bool = False) -> dict[str, Any]:
-        """Train (or continue with ``resume=True``), evaluate, and write the run directory."""
+        """Train (or continue with ``resume=True``), evaluate, and write the run directory
+        (in memory, ``output=None``: train and evaluate only)."""
         with self._holding_run_dir(resume):
             self.fit(resume=resume)
             results = self.evaluate()
-            self.write_outputs(results)
+            if self.run_dir is not None:
+                self.write_outputs(results)
         return results
 
     def write_outputs(self, results: Mapping[str, Any]) -> list[str]:
         """metrics.json, history.csv, figures and report.html of ``results`` (main process)."""
+        if self.run_dir is None:
+            raise ValueError("this trainer has no run directory (output=None); nothing to write")
         notes: list[str] = []
         if mkd.is_main_process():
             notes = outputs.write_run_outputs(self.record(results))
@@ -158,9 +277,12 @@ class Trainer:
 
     def record(self, results: Mapping[str, Any]) -> outputs.RunRecord:
         """The plain record of this run that :mod:`~metrickit.training.outputs` writes out."""
+        test = self._require_split("test")
+        inputs = test.x if isinstance(test, LabelledData) else _LazyInputs(test)
         return outputs.RunRecord(
             run_dir=self.run_dir,
-            title=f"metrickit run: {self.config.loss} on {self.data_name}",
+            title=f"metrickit run: {self.loss_name or type(self.loss_fn).__name__} on "
+            f"{self.data_name}",
             config=self.config.to_dict(),
             results=results,
             epochs_trained=self.epoch,
@@ -169,12 +291,12 @@ class Trainer:
             step_losses=self.step_losses,
             loss_fn=self.loss_fn,
             distance=self.distance,
-            test_inputs=self.x_test,
+            test_inputs=inputs,
             test_labels=self.y_test,
             test_classes=self.test_classes,
             image_shape=self.image_shape,
-            embeddings_before=self.embed(self.x_test, self.untrained_model()),
-            embeddings_after=self.embed(self.x_test),
+            embeddings_before=self.embed_dataset(test, self.untrained_model()),
+            embeddings_after=self.embed_dataset(test),
         )
 
     def run_inputs(self) -> dict[str, Any]:
@@ -195,49 +317,101 @@ class Trainer:
         ) + "\n"
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
-        """Train up to ``config.epochs``, saving a checkpoint after every epoch.
+        """Train up to ``config.epochs`` (fewer when early stopping triggers), saving a
+        checkpoint after every epoch when there is a run directory.
 
-        The history row of the last epoch (and of every ``eval_every``-th) holds the trained
-        network's test metrics as ``test_<metric>``.
+        The validation split (if any) is evaluated every ``eval_every`` epochs (every epoch when
+        0) into ``val_<metric>`` columns and selects the best weights by ``best_metric``; the
+        last epoch (and every ``eval_every``-th) also holds the test metrics as ``test_<metric>``.
         """
         with self._holding_run_dir(resume):
             return self._fit()
 
     def _fit(self) -> list[dict[str, float]]:
         cfg = self.config
+        self.should_stop = False
+        if cfg.tensorboard and mkd.is_main_process() and not self._has_tensorboard():
+            self.callbacks = CallbackList(
+                [*self.callbacks.callbacks, TensorBoardLogger(self.run_dir / "tensorboard")]
+            )
         for epoch in range(self.epoch, cfg.epochs):
             row = self._train_epoch(epoch)
             last = epoch + 1 == cfg.epochs
-            if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-                metrics = self._metrics(self.model)
+            improved = False
+            if self.validation_data is not None and (
+                last or (epoch + 1) % max(cfg.eval_every, 1) == 0
+            ):
+                metrics = self._evaluate_split(self.model, "validation")
+                row.update({f"val_{k}": v for k, v in metrics.items()})
+                improved = self._track_best(metrics, epoch + 1)
+            if self.test_data is not None and (
+                last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
+            ):
+                metrics = self._evaluate_split(self.model, "test")
                 row.update({f"test_{k}": v for k, v in metrics.items()})
             self.history.append(row)
             self.epoch = epoch + 1
-            if mkd.is_main_process():
-                self._save()
-            mkd.barrier()
+            if self.run_dir is not None:
+                if mkd.is_main_process():
+                    self._save()
+                    if improved:
+                        best = {**self.best_state, "epoch": self.epoch}  # type: ignore[dict-item]
+                        save_checkpoint(best, self.run_dir / BEST)
+                mkd.barrier()
             if self.progress:
                 tqdm.write(_epoch_summary(row, cfg.epochs))
+            self.callbacks.on_epoch(self, epoch + 1, row)
+            if self.should_stop or (cfg.patience and self.best["bad"] >= cfg.patience):
+                if self.progress:
+                    best = self.best["epoch"]
+                    tqdm.write(f"early stop after epoch {epoch + 1} (best: epoch {best})")
+                break
         return self.history
+
+    def _has_tensorboard(self) -> bool:
+        return any(isinstance(cb, TensorBoardLogger) for cb in self.callbacks.callbacks)
+
+    def _track_best(self, metrics: Mapping[str, float], epoch: int) -> bool:
+        key = self.config.best_metric
+        if key not in metrics:
+            raise ValueError(
+                f"best_metric {key!r} is not an evaluation metric; choose one of "
+                f"{', '.join(metrics)}"
+            )
+        value, best = float(metrics[key]), self.best["value"]
+        better = best is None or (value < best if lower_is_better(key) else value > best)
+        if better:
+            self.best = {"epoch": epoch, "value": value, "bad": 0}
+            self.best_state = {
+                "model": _cpu_copy(self.model.state_dict()),
+                "loss": _cpu_copy(self.loss_fn.state_dict()),
+            }
+        else:
+            self.best["bad"] += 1
+        return better
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.config
+        if cfg.freeze_epochs:
+            self.model.freeze_backbone(epoch < cfg.freeze_epochs)  # type: ignore[operator]
         self.model.train()
         self.loss_fn.train()
         self.sampler.set_epoch(epoch)
         start = time.perf_counter()
         loss_sum, counts = 0.0, np.zeros(4)
         bar = tqdm(
-            self.sampler,
+            self.loader,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             disable=not self.progress,
             leave=False,
             dynamic_ncols=True,
         )
-        for step, batch in enumerate(bar, start=1):
-            result = self._step(torch.as_tensor(batch))
+        for step, (x, y) in enumerate(bar, start=1):
+            result = self._step(x, y)
             self.step_losses.append(result.loss)
             loss_sum += result.loss
+            if self.callbacks:
+                self.callbacks.on_step(self, len(self.step_losses), result)
             postfix = {"loss": f"{loss_sum / step:.4f}"}
             if result.total is not None:
                 shares = (result.easy, result.semihard, result.hard)
@@ -246,78 +420,130 @@ class Trainer:
                 postfix.update(
                     {k: f"{v / total:.0%}" for k, v in zip(DIFFICULTIES, shares, strict=True)}
                 )
-            bar.set_postfix(postfix, refresh=False)
+            if self.progress:
+                bar.set_postfix(postfix, refresh=False)
         bar.close()
         row = {"epoch": epoch + 1, "loss": loss_sum / len(self.sampler)}
         if self.difficulty_options is not None:
             total = max(counts[3], 1.0)
             row.update({k: float(c / total) for k, c in zip(DIFFICULTIES, counts[:3], strict=True)})
+        if self.scheduler is not None:
+            row["lr"] = float(self.optimizer.param_groups[0]["lr"])
         row["time"] = time.perf_counter() - start
         return row
 
-    def _step(self, batch: Tensor) -> StepResult:
-        """One optimiser step; its loss and triplet counts fetched with one host sync."""
-        x = self.x_train[batch].to(self.device, non_blocking=True)
-        y = self.y_train[batch].to(self.device, non_blocking=True)
-        embeddings = self.train_model(x)
+    def _step(self, x: Tensor, y: Tensor) -> StepResult:
+        """One optimiser step on a batch; its loss and triplet counts fetched with one host
+        sync. The network runs under the chosen precision, the loss in float32."""
+        x = x.to(self.device, non_blocking=True)
+        y = torch.as_tensor(y).to(self.device, non_blocking=True)
+        if self.label_map is not None:
+            y = self.label_map[y]
+        with self.amp.autocast():
+            embeddings = self.train_model(x)
+        embeddings = embeddings.float()
         loss = self.train_loss(embeddings, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.amp.backward(loss)
         mkd.all_reduce_mean_([p.grad for p in self.loss_fn.parameters() if p.grad is not None])
-        self.optimizer.step()
+        self.amp.step(self.optimizer, self._clip if self.config.grad_clip else None)
+        if self.scheduler is not None:
+            self.scheduler.step()
         stats = [loss.detach().float()]
         if self.difficulty_options is not None:
             difficulty = triplet_difficulty(embeddings.detach(), y, **self.difficulty_options)
             stats += [difficulty[k].float() for k in (*DIFFICULTIES, "total")]
         return StepResult(*torch.stack(stats).tolist())
 
+    def _clip(self) -> None:
+        clip_gradients(self._parameters, self.config.grad_clip)
+
     # -------------------------------------------------------------------------- evaluation
-    def evaluate(self) -> dict[str, Any]:
-        """Test-split metrics of the trained network, the untrained one and the raw input."""
-        return {
-            "trained": self._metrics(self.model),
-            "untrained": self._metrics(self.untrained_model()),
-            "raw": evaluate_embeddings(self.x_test.flatten(1), self.y_test),
+    def evaluate(self, checkpoint: str = "last") -> dict[str, Any]:
+        """Test-split metrics of the trained network (``checkpoint="last"``: the weights after
+        the last epoch; ``"best"``: the best validation epoch's), of the untrained one and, for
+        in-memory data, of the raw input."""
+        check_choice(checkpoint, "checkpoint", CHECKPOINTS)
+        test = self._require_split("test")
+        model = self.model if checkpoint == "last" else self.best_model()
+        results = {
+            "trained": self._evaluate_split(model, "test"),
+            "untrained": self._metrics(self.untrained_model(), "test"),
         }
+        if isinstance(test, LabelledData):
+            results["raw"] = evaluate_embeddings(test.x.flatten(1), self.y_test)
+        return results
+
+    def best_model(self) -> nn.Module:
+        """A copy of the network with the best validation epoch's weights."""
+        state = self.best_state
+        if state is None and self.run_dir is not None and (self.run_dir / BEST).exists():
+            state = load_checkpoint(self.run_dir / BEST, map_location=self.device)
+        if state is None:
+            raise ValueError(
+                "no best checkpoint: the best weights are chosen on a validation split "
+                "(validation_size, or validation=...) and none was evaluated"
+            )
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(state["model"])
+        return model
 
     def untrained_model(self) -> nn.Module:
         """The network with the run's initial weights (same seed, before any step)."""
-        model = self._new_model()
+        model = copy.deepcopy(self.model)
         model.load_state_dict(self.initial_state)
         return model
 
     def embed(self, x: Tensor, model: nn.Module | None = None) -> Tensor:
         """Embeddings (float32, on the CPU) of ``x`` computed in batches without gradients."""
         model = self.model if model is None else model
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            parts = [
-                model(x[i : i + _EVAL_BATCH].to(self.device)).float().cpu()
-                for i in range(0, x.shape[0], _EVAL_BATCH)
-            ]
-        model.train(was_training)
-        return torch.cat(parts)
+        loader = (x[i : i + _EVAL_BATCH] for i in range(0, x.shape[0], _EVAL_BATCH))
+        return embed_batches(model, ((b, None) for b in loader), self.device)
 
-    def _metrics(self, model: nn.Module) -> dict[str, float]:
+    def embed_dataset(
+        self, dataset: Dataset, model: nn.Module | None = None, start: int = 0,
+        stop: int | None = None,
+    ) -> Tensor:
+        """Embeddings (float32, CPU) of the items ``start:stop`` of ``dataset``, in order."""
+        model = self.model if model is None else model
+        stop = len(dataset) if stop is None else stop  # type: ignore[arg-type]
+        size = _EVAL_BATCH if isinstance(dataset, LabelledData) else _EVAL_BATCH_STREAMED
+        chunks = [list(range(i, min(i + size, stop))) for i in range(start, stop, size)]
+        loader = batches(dataset, chunks, self.config.workers, False, self.collate_fn)
+        return embed_batches(model, loader, self.device)
+
+    def _evaluate_split(self, model: nn.Module, split: str) -> dict[str, float]:
+        metrics = self._metrics(model, split)
+        self.callbacks.on_evaluate(self, split, metrics)
+        return metrics
+
+    def _metrics(self, model: nn.Module, split: str = "test") -> dict[str, float]:
         # under torchrun (called by every process): each embeds a shard, gathered once
+        dataset = self._require_split(split)
         rank, world = mkd.get_rank(), mkd.get_world_size()
-        n = self.x_test.shape[0]
-        shard = self.embed(self.x_test[n * rank // world : n * (rank + 1) // world], model)
-        return evaluate_embeddings(mkd.all_gather(shard.to(self.device)).cpu(), self.y_test)
+        n = len(dataset)  # type: ignore[arg-type]
+        shard = self.embed_dataset(dataset, model, n * rank // world, n * (rank + 1) // world)
+        return evaluate_embeddings(mkd.all_gather(shard.to(self.device)).cpu(), self._labels[split])
 
-    def _new_model(self) -> nn.Module:
-        cfg = self.config
-        model = build_model(
-            cfg.model, self.input_shape, embedding_dim=cfg.embedding_dim, normalize=cfg.normalize
-        )
-        return model.to(self.device)
+    def _split(self, split: str) -> Dataset | None:
+        return {"train": self.train_data, "validation": self.validation_data,
+                "test": self.test_data}[split]  # fmt: skip
+
+    def _require_split(self, split: str) -> Dataset:
+        dataset = self._split(split)
+        if dataset is None:
+            raise ValueError(
+                f"this trainer has no {split} data; pass {split}=... (or a config dataset)"
+            )
+        return dataset
 
     # ------------------------------------------------------------------ run dir, checkpoints
     @contextlib.contextmanager
     def _holding_run_dir(self, resume: bool) -> Iterator[None]:
         """Create (or, resuming, open and restore) the run directory and hold its lock."""
-        if self._holding:  # fit() inside run(): already held
+        if self._holding or self.run_dir is None:  # already held, or in memory
+            if resume and self.run_dir is None:
+                raise ValueError("resume needs a run directory (output), got output=None")
             yield
             return
         run_dir = self.run_dir
@@ -390,6 +616,10 @@ class Trainer:
             self.history = [dict(row) for row in state["history"]]
             self.step_losses = list(state["step_losses"])
             self.epoch = int(state["epoch"])
+            if self.scheduler is not None and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.amp.load_state_dict(state.get("amp", {}))
+            self.best = dict(state.get("best", self.best))
         except (KeyError, RuntimeError) as exc:
             message = f"checkpoint {str(path)!r} does not fit this run: {exc}"
             raise CheckpointError(message) from None
@@ -405,6 +635,9 @@ class Trainer:
                 "history": self.history,
                 "step_losses": self.step_losses,
                 "config": self.config.to_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "amp": self.amp.state_dict(),
+                "best": self.best,
             },
             self.run_dir / LAST,
         )
@@ -516,58 +749,84 @@ def _build_optimizer(
     return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def load_config_data(cfg: TrainConfig) -> LabelledData:
-    """The data set of a config, loaded with the data options that apply to its kind."""
-    spec = cfg.dataset
-    path = Path(spec).expanduser()
-    defaults = TrainConfig()
-    given = {
-        name for name in ("label_column", "image_size", "image_mode")
-        if getattr(cfg, name) != getattr(defaults, name)
-    }  # fmt: skip
-    options: dict[str, Any] = {}
-    if spec not in list_datasets() and path.is_dir():
-        size = cfg.image_size
-        options = {"mode": cfg.image_mode, "image_size": tuple(size) if size else size}
-        applies = {"image_size", "image_mode"}
-    elif spec not in list_datasets() and path.suffix.lower() == ".csv":
-        options, applies = {"label_column": cfg.label_column}, {"label_column"}
-    else:
-        applies = set()
-    if given - applies:
-        raise ValueError(
-            f"option(s) {', '.join(sorted(given - applies))} do not apply to dataset {spec!r} "
-            "(label_column: CSV files; image_size, image_mode: image folders)"
+def registered_name(loss: nn.Module) -> str | None:
+    """The registry name of a loss module's class, or None for a user's own loss."""
+    for name in list_losses():
+        if type(loss) is get_loss_class(name):
+            return name
+    return None
+
+
+def _call_factory(factory: Callable[[list[dict[str, Any]]], torch.optim.Optimizer]):
+    if not callable(factory):
+        raise TypeError(f"optimizer must be a callable (a factory), got {type(factory).__name__}")
+
+    def build(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        optimizer = factory(groups)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"the optimizer factory must return a torch.optim.Optimizer, got "
+                f"{type(optimizer).__name__}"
+            )
+        return optimizer
+
+    return build
+
+
+def _class_names(dataset: Dataset, classes: np.ndarray) -> list[str]:
+    """Names of the label values ``classes``: the dataset's ``classes`` list when it has one."""
+    names = getattr(dataset, "classes", None)
+    if isinstance(names, (list, tuple)) and classes.dtype.kind in "iu" and (
+        len(classes) == 0 or (classes.min() >= 0 and classes.max() < len(names))
+    ):
+        return [str(names[int(c)]) for c in classes]
+    return [str(c) for c in classes]
+
+
+def _label_map(classes: np.ndarray, device: torch.device) -> Tensor | None:
+    """A lookup table from label values to class ids 0..C−1; None when they are already those."""
+    if classes.dtype.kind not in "iu":
+        raise TypeError(
+            f"training labels must be integers (class ids), got values of dtype {classes.dtype}"
         )
-    return load_dataset(spec, **options)
+    if np.array_equal(classes, np.arange(len(classes))):
+        return None
+    if classes.min() < 0:
+        raise ValueError(f"training labels must be >= 0, got {int(classes.min())}")
+    table = torch.full((int(classes.max()) + 1,), -1, dtype=torch.long)
+    table[torch.as_tensor(classes)] = torch.arange(len(classes))
+    return table.to(device)
 
 
-def _standardization(x: Tensor, image_shape: tuple[int, ...] | None) -> dict[str, list[float]]:
-    """Per-feature mean and standard deviation of the training inputs (1 for constant ones)."""
-    if image_shape is not None or x.dim() != 2:
-        raise ValueError(
-            "standardize applies to feature vectors (CSV, NumPy, flavia), not to images"
-        )
-    x64 = x.double()
-    std = x64.std(0, unbiased=False)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    return {"mean": x64.mean(0).tolist(), "std": std.tolist()}
+def _input_shape(dataset: Dataset) -> tuple[int, ...]:
+    """The shape of one input: in-memory data's ``input_shape``, else the first item's."""
+    if isinstance(dataset, LabelledData):
+        return dataset.input_shape
+    x = dataset[0][0]
+    return tuple(x.shape) if isinstance(x, Tensor) else ()
 
 
-def standardize(x: Tensor, stats: Mapping[str, list[float]]) -> Tensor:
-    """``(x - mean) / std`` with the statistics :meth:`Trainer.run_inputs` records."""
-    mean = torch.tensor(stats["mean"], dtype=torch.float64)
-    std = torch.tensor(stats["std"], dtype=torch.float64)
-    return ((x.double() - mean) / std).float()
+def _output_dim(model: nn.Module, dataset: Dataset, device: torch.device) -> int:
+    """The embedding size of ``model`` on the first training input (one forward, no grad)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            x = torch.as_tensor(dataset[0][0])[None].to(device)
+            return int(model(x).shape[-1])
+    finally:
+        model.train(was_training)
 
 
-def _as_tensors(data: LabelledData, split: str) -> tuple[Tensor, Tensor, list[str]]:
-    """Inputs, labels remapped to 0..C-1 over the classes present, and those classes' names."""
-    if len(data) == 0:
-        raise ValueError(f"the {split} split is empty; use a larger dataset or another test_size")
-    ids, inverse = np.unique(data.y.numpy(), return_inverse=True)
-    labels = torch.as_tensor(inverse.reshape(-1), dtype=torch.long)
-    return data.x, labels, [data.classes[i] for i in ids]
+class _LazyInputs:
+    """Indexing by a tensor of indices reads those items' inputs (for the retrieval grid)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, index: Tensor) -> Tensor:
+        flat = [torch.as_tensor(self.dataset[int(i)][0]) for i in index.reshape(-1)]
+        return torch.stack(flat).reshape(*index.shape, *flat[0].shape)
 
 
 def _check_trainable(y: Tensor, classes: list[str], p: int) -> None:
@@ -589,11 +848,15 @@ def _check_trainable(y: Tensor, classes: list[str], p: int) -> None:
         )
 
 
-def _check_evaluable(y_test: Tensor, ks: tuple[int, ...] = DEFAULT_KS) -> None:
-    """The test split must hold more samples than the largest Recall@k needs (leave-one-out)."""
+def _check_evaluable(
+    y_test: Tensor, split: str = "test", ks: tuple[int, ...] = DEFAULT_KS
+) -> None:
+    """An evaluated split must hold more samples than the largest Recall@k needs
+    (leave-one-out)."""
     needed = max(ks) + 1
     if y_test.shape[0] < needed:
         raise ValueError(
-            f"the test split has {y_test.shape[0]} samples but the evaluation (Recall@{max(ks)}, "
-            f"leave-one-out) needs at least {needed}; use a larger test_size or more data"
+            f"the {split} split has {y_test.shape[0]} samples but the evaluation "
+            f"(Recall@{max(ks)}, leave-one-out) needs at least {needed}; use a larger "
+            f"{split}_size or more data"
         )
