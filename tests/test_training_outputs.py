@@ -40,11 +40,11 @@ def test_outputs_never_import_the_trainer():
 
 def test_a_step_returns_a_named_result(tmp_path):
     trainer = mk.Trainer({**SMALL, "output": str(tmp_path / "r"), "miner": "hard"}, False)
-    result = trainer._step(torch.as_tensor(next(iter(trainer.sampler))))
+    result = trainer._step(*next(iter(trainer.loader)))
     assert isinstance(result, StepResult) and result.total > 0
     assert result.easy + result.semihard + result.hard == result.total
     trainer = mk.Trainer({**SMALL, "output": str(tmp_path / "c"), "loss": "contrastive"}, False)
-    result = trainer._step(torch.as_tensor(next(iter(trainer.sampler))))
+    result = trainer._step(*next(iter(trainer.loader)))
     assert result.total is None and result.loss > 0
 
 

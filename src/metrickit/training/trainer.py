@@ -86,6 +86,7 @@ class Trainer:
     Args:
         config: a :class:`TrainConfig` or a mapping of its options; None: the defaults, with
             ``output=None`` (in memory, no run directory) when a ``train`` dataset is given.
+        progress: show a tqdm progress bar (running loss, triplet-difficulty shares).
         model: any ``nn.Module`` mapping a batch of inputs to embeddings [B, D].
         train, validation, test: map-style datasets of ``(input, label)`` items (labels are read
             once without touching inputs, see :func:`~metrickit.training.loading.dataset_labels`).
@@ -96,7 +97,6 @@ class Trainer:
         callbacks: objects with ``on_step`` / ``on_epoch`` / ``on_evaluate`` hooks (see
             :mod:`~metrickit.training.callbacks`).
         collate_fn: the DataLoader's collate function for the datasets' items.
-        progress: show a tqdm progress bar (running loss, triplet-difficulty shares).
 
     Everything that can fail on bad input is built in the constructor, before anything is
     written to the run directory ``config.output``.
@@ -105,6 +105,7 @@ class Trainer:
     def __init__(
         self,
         config: TrainConfig | Mapping[str, Any] | None = None,
+        progress: bool = True,
         *,
         model: nn.Module | None = None,
         train: Dataset | None = None,
@@ -114,7 +115,6 @@ class Trainer:
         optimizer: Callable[[list[dict[str, Any]]], torch.optim.Optimizer] | None = None,
         callbacks: Iterable[object] = (),
         collate_fn: Callable[[list[Any]], Any] | None = None,
-        progress: bool = True,
     ) -> None:
         if config is None:
             config = TrainConfig(output=None) if train is not None else TrainConfig()
@@ -132,6 +132,11 @@ class Trainer:
                 raise ValueError("validation and test datasets need a train dataset too")
             data = config_data(cfg)
         else:
+            if cfg.validation_size is not None:
+                raise ValueError(
+                    "validation_size splits the config's dataset; with your own datasets pass "
+                    "validation=... instead"
+                )
             data = RunData(train, validation, test, type(train).__name__,
                            getattr(train, "image_shape", None))  # fmt: skip
         self.data_name, self.image_shape = data.name, data.image_shape
