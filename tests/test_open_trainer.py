@@ -4,16 +4,15 @@ early stopping."""
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from image_folders import write_mnist_pngs
 from torch import nn
 from torch.utils.data import TensorDataset
 
 import metrickit as mk
+from image_folders import write_mnist_pngs
 from metrickit.cli import main
 from metrickit.data import StreamingImageFolder, load_dataset, split_dataset
 from metrickit.losses import get_loss
