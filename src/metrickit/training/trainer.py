@@ -144,6 +144,7 @@ class Trainer:
         self.train_data, self.validation_data = data.train, data.validation
         self.test_data = data.test
         classes, ids = class_ids(dataset_labels(self.train_data))
+        self.y_train = torch.as_tensor(ids)  # training labels as class ids 0..C−1
         self.train_classes = _class_names(self.train_data, classes)
         self.label_map = _label_map(classes, self.device)
         self.p = cfg.p if cfg.p is not None else min(DEFAULT_P, len(self.train_classes))
