@@ -180,3 +180,20 @@ def test_difficulty_count_algorithms_agree():
     assert int(counts[0]["hard"]) > 0
     with pytest.raises(ValueError, match="algorithm"):
         miners.triplet_difficulty(x, y, algorithm="gpu")
+
+
+def test_warp_takes_its_mask_as_relevant_and_positives_is_deprecated():
+    scores = torch.randn(3, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mask = torch.rand(3, 6, generator=torch.Generator().manual_seed(1)) > 0.5
+    want = mk.F.warp_loss(scores, relevant=mask, exact=True)
+    with pytest.warns(DeprecationWarning, match="positives= is deprecated"):
+        assert torch.equal(mk.F.warp_loss(scores, positives=mask, exact=True), want)
+    with pytest.warns(DeprecationWarning, match="positives= is deprecated"):
+        assert torch.equal(L.WARPLoss(exact=True)(scores, positives=mask), want)
+    assert torch.equal(L.WARPLoss(exact=True)(scores, mask), want)
+    with pytest.raises(TypeError, match="once"):
+        mk.F.warp_loss(scores, mask, positives=mask)
+    with pytest.raises(TypeError, match="needs relevant"):
+        mk.F.warp_loss(scores)
+    with pytest.raises(TypeError, match="relevant must be a bool mask"):
+        mk.F.warp_loss(scores, mask.long())

@@ -281,12 +281,12 @@ def test_modules_equal_functional():
         (
             lambda: mk.F.warp_loss(torch.randn(3, 4), torch.ones(3, 4)),
             TypeError,
-            "positives must be a bool",
+            "relevant must be a bool",
         ),
         (
             lambda: mk.F.warp_loss(torch.randn(3, 4), torch.ones(3, 5, dtype=torch.bool)),
             ValueError,
-            r"scores .*positives",
+            r"scores .*relevant",
         ),
         (
             lambda: mk.F.warp_loss(torch.randn(4), torch.ones(4, dtype=torch.bool)),

@@ -6,6 +6,8 @@ labelled batch alone, so they are not in the loss registry.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -96,12 +98,29 @@ def warp_rank_weight(k: Tensor) -> Tensor:
     return torch.digamma(k + 1) + _EULER_GAMMA
 
 
-def _check_warp_inputs(scores: object, positives: object) -> None:
+def _relevant_mask(relevant: Tensor | None, positives: Tensor | None) -> Tensor:
+    """``relevant``, or the deprecated spelling ``positives`` (a mask, not embeddings as the
+    ``positives`` of the other losses)."""
+    if positives is not None:
+        if relevant is not None:
+            raise TypeError("give the relevance mask once: relevant= (positives= is deprecated)")
+        warnings.warn(
+            "warp_loss's positives= is deprecated, use relevant= (the mask of relevant items)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return positives
+    if relevant is None:
+        raise TypeError("warp_loss needs relevant, the [Q, I] bool mask of relevant items")
+    return relevant
+
+
+def _check_warp_inputs(scores: object, relevant: object) -> None:
     check_floating(scores, "scores", ndim=2)
-    positives = check_tensor(positives, "positives")
-    if positives.dtype != torch.bool:
-        raise TypeError(f"positives must be a bool mask, got dtype {positives.dtype}")
-    check_same_shape({"scores": scores, "positives": positives})
+    relevant = check_tensor(relevant, "relevant")
+    if relevant.dtype != torch.bool:
+        raise TypeError(f"relevant must be a bool mask, got dtype {relevant.dtype}")
+    check_same_shape({"scores": scores, "relevant": relevant})
 
 
 def _warp_exact(s: Tensor, pos: Tensor, margin: float) -> Tensor:
@@ -137,16 +156,18 @@ def _warp_sampled(
 
 def warp_loss(
     scores: Tensor,
-    positives: Tensor,
+    relevant: Tensor | None = None,
     margin: float = 1.0,
     max_sampled: int = 100,
     exact: bool = False,
     generator: torch.Generator | None = None,
     reduction: str = "mean",
+    *,
+    positives: Tensor | None = None,
 ) -> Tensor:
     r"""WARP (Weighted Approximate-Rank Pairwise) loss on a query × item score matrix.
 
-    Each True entry (q, i) of ``positives`` is one term; the negatives of q are the False entries
+    Each True entry (q, i) of ``relevant`` is one term; the negatives of q are the False entries
     of its row, a negative j *violates* if s_qj > s_qi − m. With Φ(k) = Σ_{t=1..k} 1/t:
 
     * sampled (default, the paper's algorithm, a stochastic estimate): draw up to ``max_sampled``
@@ -158,21 +179,22 @@ def warp_loss(
       Φ(r)/r · Σ_{violators j}(m − s_qi + s_qj) (0 if r = 0); O(Q·I log I).
 
     A query without negatives contributes terms of 0 (they count in the mean). ``reduction``:
-    "mean" over the terms, "sum", or "none" for the terms in row-major order of ``positives``.
+    "mean" over the terms, "sum", or "none" for the terms in row-major order of ``relevant``.
 
     Paper: J. Weston, S. Bengio, N. Usunier, "WSABIE: Scaling Up To Large Vocabulary Image
     Annotation", IJCAI 2011.
 
     Args:
         scores: [Q, I] floating scores.
-        positives: [Q, I] bool mask of relevant items.
+        relevant: [Q, I] bool mask of relevant items (``positives=`` is its deprecated name).
         margin: m ≥ 0 [1.0].
         max_sampled: draws per term in sampled mode [100].
         exact: use the exact rank instead of sampling [False].
         generator: ``torch.Generator`` on the scores' device, for reproducible sampling [None].
         reduction: "mean" | "sum" | "none" ["mean"].
     """
-    _check_warp_inputs(scores, positives)
+    mask = _relevant_mask(relevant, positives)
+    _check_warp_inputs(scores, mask)
     margin = check_nonnegative(margin, "margin")
     check_positive_int(max_sampled, "max_sampled")
     exact = check_bool(exact, "exact")
@@ -182,13 +204,13 @@ def warp_loss(
     check_reduction(reduction)
     s = scores.to(compute_dtype(scores))
     if not exact:
-        terms = _warp_sampled(s, positives, margin, max_sampled, generator)
+        terms = _warp_sampled(s, mask, margin, max_sampled, generator)
         return reduce(terms, reduction).to(scores.dtype)
-    terms = _warp_exact(s, positives, margin)
+    terms = _warp_exact(s, mask, margin)
     if reduction == "none":
-        return terms[positives].to(scores.dtype)
-    terms = torch.where(positives, terms, torch.zeros_like(terms))
-    return reduce(terms, reduction, weight_count=positives.sum()).to(scores.dtype)
+        return terms[mask].to(scores.dtype)
+    terms = torch.where(mask, terms, torch.zeros_like(terms))
+    return reduce(terms, reduction, weight_count=mask.sum()).to(scores.dtype)
 
 
 class PairwiseHingeLoss(Loss):
@@ -210,7 +232,7 @@ class BPRLoss(Loss):
 
 
 class WARPLoss(Loss):
-    """Module form of :func:`warp_loss`; ``forward(scores, positives, generator=None)``."""
+    """Module form of :func:`warp_loss`; ``forward(scores, relevant, generator=None)``."""
 
     def __init__(
         self,
@@ -225,8 +247,14 @@ class WARPLoss(Loss):
         self.exact = check_bool(exact, "exact")
 
     def forward(
-        self, scores: Tensor, positives: Tensor, generator: torch.Generator | None = None
+        self,
+        scores: Tensor,
+        relevant: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        positives: Tensor | None = None,
     ) -> Tensor:
         return warp_loss(
-            scores, positives, self.margin, self.max_sampled, self.exact, generator, self.reduction
+            scores, _relevant_mask(relevant, positives), self.margin, self.max_sampled,
+            self.exact, generator, self.reduction,
         )
