@@ -109,11 +109,10 @@ def assert_edge_cases(fn, per_class=1):
 def assert_module_contract(cls, name, aliases, functional, per_class=1, **params):
     """Constructor (sizes first, validated), ``proxies`` parameter, registry, forward."""
     import metrickit as mk
-    from metrickit.losses._base import ProxyLoss
 
     torch.manual_seed(0)
     m = cls(np.int64(6), np.int32(4), **params)
-    assert isinstance(m, ProxyLoss)
+    assert isinstance(m, mk.losses.ProxyLoss)
     assert isinstance(m.proxies, torch.nn.Parameter) and m.proxies.shape == (6 * per_class, 4)
     assert [n for n, _ in m.named_parameters()] == ["proxies"]
     x, y = torch.randn(10, 4), torch.randint(0, 6, (10,))

@@ -29,8 +29,7 @@ from ..data import LabelledData
 from ..distances import DISTANCES
 from ..evaluation import evaluate_embeddings
 from ..evaluation.retrieval import DEFAULT_KS
-from ..losses import get_loss, get_loss_class, list_losses, resolve_loss_name
-from ..losses._base import ProxyLoss
+from ..losses import ProxyLoss, get_loss, get_loss_class, list_losses, resolve_loss_name
 from ..miners import triplet_difficulty
 from ..report import lower_is_better
 from ..rundir import RunDir, check_new, remove_stale_temporaries
