@@ -40,8 +40,20 @@ def _test_spearman(encode) -> dict[str, float]:
     return sts_scores(encode(test.sentences1), encode(test.sentences2), test.scores)
 
 
+def _train_data():
+    """STS-B train, or its first ``TEXT_STSB_LIMIT`` pairs (the same for every implementation)."""
+    from metrickit.text import ScoredPairs, load_stsb
+
+    train = load_stsb("train")
+    limit = int(os.environ.get("TEXT_STSB_LIMIT", "0")) or len(train)
+    return ScoredPairs(
+        train.sentences1[:limit], train.sentences2[:limit], train.scores[:limit],
+        train.score_range, train.name,
+    )
+
+
 def _ours(loss: str, mini_batch_size: int | None = None) -> dict:
-    from metrickit.text import FitConfig, SentenceEncoder, fit, load_stsb
+    from metrickit.text import FitConfig, SentenceEncoder, fit
 
     encoder = SentenceEncoder.from_pretrained("all-minilm-l6-v2")
     config = FitConfig(
@@ -52,7 +64,7 @@ def _ours(loss: str, mini_batch_size: int | None = None) -> dict:
         mini_batch_size=mini_batch_size,
         **HYPER,
     )
-    history = fit(encoder, load_stsb("train"), config)
+    history = fit(encoder, _train_data(), config)
     out = _test_spearman(lambda t: encoder.encode(t, batch_size=64))
     return out | {"epoch_seconds": history["epoch_seconds"][0], "steps": len(history["lr"])}
 
@@ -67,11 +79,10 @@ def _st(loss: str) -> dict:
     )
     from sentence_transformers.base.sampler import BatchSamplers
 
-    from metrickit.text import load_stsb
     from metrickit.text.modeldir import resolve_model_dir
 
     model = SentenceTransformer(str(resolve_model_dir("all-minilm-l6-v2")), device="cpu")
-    train = load_stsb("train")
+    train = _train_data()
     if loss == "cosent":
         norm = train.normalized()
         data = {"sentence1": norm.sentences1, "sentence2": norm.sentences2, "score": norm.scores}
@@ -167,6 +178,7 @@ def main() -> None:
     parser.add_argument("--cached", action="store_true", help="also the batch-1024 GradCache step")
     parser.add_argument("--uncached-1024", action="store_true", help="and the uncached one")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--limit", type=int, default=0, help="train on the first N pairs only")
     args = parser.parse_args()
     if args.cell:
         import torch
