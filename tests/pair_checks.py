@@ -187,6 +187,23 @@ def module_and_registry(case: LossCase):
     assert torch.allclose(case.module(**numpy_hyper)(x, labels), module(x, labels))
 
 
+def cross_batch_memory(case: LossCase):
+    """Under CrossBatchMemory the second batch's loss is the reference loss over the batch
+    followed by the first batch (detached) as candidates."""
+    g = torch.Generator().manual_seed(4)
+    first = torch.randn(6, 4, dtype=torch.float64, generator=g)
+    second = torch.randn(6, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    labels1, labels2 = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([2, 2, 0, 1, 3, 3])
+    xbm = mk.losses.CrossBatchMemory(case.module(**case.hyper).double(), 4, memory_size=8)
+    xbm(first, labels1)
+    ours = xbm(second, labels2)
+    refs = torch.cat([second, first.float().double()])  # the memory is stored in float32
+    ref = expected(case, second, labels2, "mean", refs=refs,
+                   ref_labels=torch.cat([labels2, labels1]), offset=0)
+    assert_close(ours, ref, case.rtol)
+    assert_close(torch.autograd.grad(ours, second)[0], torch.autograd.grad(ref, second)[0], 1e-7)
+
+
 def bad_arguments(case: LossCase):
     for kwargs, exc, message in case.bad + [({"reduction": "avg"}, ValueError, "reduction")]:
         with pytest.raises(exc, match=message):
@@ -230,6 +247,9 @@ class PairLossContract:
 
     def test_module_and_registry(self):
         module_and_registry(self.CASE)
+
+    def test_cross_batch_memory(self):
+        cross_batch_memory(self.CASE)
 
     def test_bad_arguments(self):
         bad_arguments(self.CASE)
