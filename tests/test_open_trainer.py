@@ -291,3 +291,10 @@ def test_config_and_flags_validate_the_new_options(tmp_path, capsys):
     except (ImportError, RuntimeError):
         err = capsys.readouterr().err
         assert code == 2 and "needs the torchvision package" in err and len(err.splitlines()) == 1
+
+
+def test_an_integer_image_size_loads_a_folder_in_memory(png_folder):
+    from metrickit.training.datasets import load_config_data
+
+    data = load_config_data(mk.TrainConfig(dataset=str(png_folder), image_size=14))
+    assert data.x.shape[1:] == (1, 14, 14) and len(data) == 240

@@ -116,7 +116,8 @@ def load_config_data(cfg: TrainConfig) -> LabelledData:
     options: dict[str, Any] = {}
     if spec not in list_datasets() and path.is_dir():
         size = cfg.image_size
-        options = {"mode": cfg.image_mode, "image_size": tuple(size) if size else size}
+        options = {"mode": cfg.image_mode,
+                   "image_size": tuple(size) if isinstance(size, list) else size}
         applies = {"image_size", "image_mode"}
     elif spec not in list_datasets() and path.suffix.lower() == ".csv":
         options, applies = {"label_column": cfg.label_column}, {"label_column"}
