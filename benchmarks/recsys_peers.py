@@ -59,8 +59,8 @@ def _scorer(user_vectors: np.ndarray, item_vectors: np.ndarray, item_bias: np.nd
 
 def _point(epoch: int, seconds: float, scores, train, test) -> dict[str, float]:
     m = recsys.evaluate(scores, train, test, k=10)
-    return {"epoch": epoch, "seconds": seconds, "precision@10": m["precision@10"],
-            "auc": m["auc"], "ndcg@10": m["ndcg@10"]}
+    return {"epoch": epoch, "seconds": seconds, "precision_at_10": m["precision_at_10"],
+            "auc": m["auc"], "ndcg_at_10": m["ndcg_at_10"]}
 
 
 def run_lightfm(loss: str, split, dim: int, threads: int, every: int = 1) -> list[dict] | None:
@@ -126,7 +126,7 @@ def run_ours(loss: str, split, dim: int, threads: int, every: int = 1,
         if epoch % every and epoch != cfg.epochs:
             return None
         r = recsys.evaluate(m, train, test, k=10)
-        return {"precision@10": r["precision@10"], "auc": r["auc"], "ndcg@10": r["ndcg@10"]}
+        return {key: r[key] for key in ("precision_at_10", "auc", "ndcg_at_10")}
 
     hist = recsys.fit(model, train, cfg, on_epoch=on_epoch)
     total, curve = 0.0, []
@@ -134,8 +134,8 @@ def run_ours(loss: str, split, dim: int, threads: int, every: int = 1,
         total += h["seconds"]
         if "auc" not in h:
             continue
-        curve.append({"epoch": h["epoch"], "seconds": total, "precision@10": h["precision@10"],
-                      "auc": h["auc"], "ndcg@10": h["ndcg@10"]})
+        curve.append({"epoch": h["epoch"], "seconds": total,
+                      **{key: h[key] for key in ("precision_at_10", "auc", "ndcg_at_10")}})
     return curve, cfg.to_dict()
 
 
@@ -153,7 +153,7 @@ def run_cell(method: str, split, dim: int, threads: int, every: int = 1,
         curve = run_implicit(loss, split, dim, threads, every)
     if curve is None:
         return None
-    best = max(curve, key=lambda p: p["precision@10"])
+    best = max(curve, key=lambda p: p["precision_at_10"])
     return {"curve": curve, "best": best, "final": curve[-1], "config": config,
             "epoch_seconds": curve[-1]["seconds"] / curve[-1]["epoch"]}
 
@@ -166,7 +166,7 @@ def machine() -> dict:
 def time_to_reach(curve: list[dict], target: float, key: str = "seconds") -> float | None:
     """Training seconds (or epochs, ``key="epoch"``) until Precision@10 first reaches target."""
     for p in curve:
-        if p["precision@10"] >= target:
+        if p["precision_at_10"] >= target:
             return p[key]
     return None
 
@@ -214,22 +214,22 @@ def _targets(cells: dict[tuple, dict], key: tuple, speed: dict[tuple, dict]) -> 
     out = []
     if ours and lfm:
         a, b = ours["best"], lfm["best"]
-        out.append(mark(a["precision@10"] >= b["precision@10"],
-                        f"{a['precision@10']:.4f} vs {b['precision@10']:.4f}"))
+        out.append(mark(a["precision_at_10"] >= b["precision_at_10"],
+                        f"{a['precision_at_10']:.4f} vs {b['precision_at_10']:.4f}"))
         out.append(mark(a["auc"] >= b["auc"] - 0.005, f"{a['auc']:.4f} vs {b['auc']:.4f}"))
     else:
         out += ["—", "—"]
     bpr = get["ours-bpr"]
     peers = [get[m] for m in ("lightfm-bpr", "implicit-bpr") if get[m]]
     if bpr and peers:
-        best_peer = max(c["best"]["precision@10"] for c in peers)
-        out.append(mark(bpr["best"]["precision@10"] >= best_peer,
-                        f"{bpr['best']['precision@10']:.4f} vs {best_peer:.4f}"))
+        best_peer = max(c["best"]["precision_at_10"] for c in peers)
+        out.append(mark(bpr["best"]["precision_at_10"] >= best_peer,
+                        f"{bpr['best']['precision_at_10']:.4f} vs {best_peer:.4f}"))
     else:
         out.append("—")
     rate = speed.get((key[0], key[2], "warp"))
     if ours and lfm and rate:
-        target = lfm["best"]["precision@10"]
+        target = lfm["best"]["precision_at_10"]
         mine = time_to_reach(ours["curve"], target, "epoch")
         theirs = time_to_reach(lfm["curve"], target, "epoch")
         mine_s = None if mine is None else mine * rate["ours"]
@@ -263,7 +263,7 @@ def report(cells_dir: Path, speed_file: Path | None = None) -> str:
         for m in methods:
             c = cells.get((*k, m))
             row.append("—" if c is None else
-                       f"{c['best']['precision@10']:.4f} / {c['best']['auc']:.4f} "
+                       f"{c['best']['precision_at_10']:.4f} / {c['best']['auc']:.4f} "
                        f"({c['best']['epoch']})")
         lines.append(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(row) + " |")
     lines += ["", "seconds per epoch (per iteration for implicit); reach = seconds to LightFM "
@@ -278,7 +278,7 @@ def report(cells_dir: Path, speed_file: Path | None = None) -> str:
                 continue
             text = f"{c['epoch_seconds']:.2f}"
             if target is not None:
-                reach = time_to_reach(c["curve"], target["best"]["precision@10"])
+                reach = time_to_reach(c["curve"], target["best"]["precision_at_10"])
                 text += f", reach {'never' if reach is None else f'{reach:.1f}'}"
             row.append(text)
         lines.append(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(row) + " |")
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                     tmp.replace(path)
                     b = cell["best"]
                     print(f"{name} {split_name} {dim:>3} {method:<16} best P@10 "
-                          f"{b['precision@10']:.4f} AUC {b['auc']:.4f} (epoch {b['epoch']}), "
+                          f"{b['precision_at_10']:.4f} AUC {b['auc']:.4f} (epoch {b['epoch']}), "
                           f"{cell['epoch_seconds']:.2f} s/epoch, load {info['load']:.1f}",
                           flush=True)
     return 0

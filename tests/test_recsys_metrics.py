@@ -100,7 +100,7 @@ def test_evaluate_averages_over_users_with_test_items(batch_size):
                                                                 test[u], 3)) is not None]
     assert got["users"] == len(refs) < 9  # some users have no test item and are left out
     for name in NAMES:
-        key = name if name in ("auc", "mrr") else f"{name}@3"
+        key = name if name in ("auc", "mrr") else f"{name}_at_3"
         vals = [r[name] for r in refs if not math.isnan(r[name])]
         assert got[key] == pytest.approx(np.mean(vals), abs=1e-12), name
     listed = set()
@@ -109,7 +109,7 @@ def test_evaluate_averages_over_users_with_test_items(batch_size):
             cand = sorted((i for i in range(11) if i not in train[u]),
                           key=lambda i: (-scores[u][i], i))
             listed |= set(cand[:3])
-    assert got["coverage@3"] == pytest.approx(len(listed) / 11)
+    assert got["coverage_at_3"] == pytest.approx(len(listed) / 11)
 
 
 def test_popularity_baseline_scores_are_train_counts():

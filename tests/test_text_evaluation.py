@@ -23,7 +23,7 @@ def test_sts_scores_against_scipy_loops():
 
 
 def _brute(q, c, relevant, ks, at):
-    out = {f"mrr@{at}": 0.0, f"ndcg@{at}": 0.0} | {f"recall@{k}": 0.0 for k in ks}
+    out = {f"mrr_at_{at}": 0.0, f"ndcg_at_{at}": 0.0} | {f"recall_at_{k}": 0.0 for k in ks}
     for qi, rel in enumerate(relevant):
         sims = []
         for ci in range(len(c)):
@@ -33,13 +33,13 @@ def _brute(q, c, relevant, ks, at):
         order = [ci for _, ci in sorted(sims)]  # ties: smaller index first
         for rank, ci in enumerate(order[:at], 1):
             if ci in rel:
-                out[f"mrr@{at}"] += 1 / rank
+                out[f"mrr_at_{at}"] += 1 / rank
                 break
         dcg = sum(1 / math.log2(r + 1) for r, ci in enumerate(order[:at], 1) if ci in rel)
         idcg = sum(1 / math.log2(r + 1) for r in range(1, min(len(rel), at) + 1))
-        out[f"ndcg@{at}"] += dcg / idcg
+        out[f"ndcg_at_{at}"] += dcg / idcg
         for k in ks:
-            out[f"recall@{k}"] += len(set(order[:k]) & set(rel)) / len(rel)
+            out[f"recall_at_{k}"] += len(set(order[:k]) & set(rel)) / len(rel)
     return {k: 100 * v / len(relevant) for k, v in out.items()}
 
 

@@ -156,11 +156,6 @@ def _saved_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def metric_keys(metrics: dict[str, Any]) -> dict[str, Any]:
-    """``precision@10`` → ``precision_at_10``: the one key style of metrickit."""
-    return {key.replace("@", "_at_"): value for key, value in metrics.items()}
-
-
 def _prepare(cfg: dict[str, Any]):
     from ..recsys.splits import leave_last_out, random_split
 
@@ -236,7 +231,7 @@ def _recommendations(model, split, titles, users: np.ndarray, k: int) -> list[di
 def _evaluate(model, train, test, k: int) -> dict[str, float]:
     from ..recsys.metrics import evaluate
 
-    return metric_keys(evaluate(model, train, test, k=k))
+    return evaluate(model, train, test, k=k)
 
 
 def _recommendation_text(recs: list[dict[str, Any]]) -> str:

@@ -21,7 +21,7 @@ from .models import FeatureTower, MatrixFactorization, Recommender, TwoTower, bu
 from .sampling import NegativeSampler
 from .splits import Split, leave_last_out, random_split
 from .steps import kos_positives, softmax_step, warp_kos_step, warp_step
-from .train import FitConfig, default_threads, fit
+from .train import FitConfig, fit
 
 __all__ = [
     "IdMap",
@@ -46,7 +46,6 @@ __all__ = [
     "build_features",
     "FitConfig",
     "fit",
-    "default_threads",
     "warp_step",
     "warp_kos_step",
     "kos_positives",

@@ -12,13 +12,13 @@ metric             per user, then averaged over users with at least one test ite
 =================  ===========================================================================
 ``auc``            P(s_i > s_j) over i ∈ R_u, j ∈ N_u, ties counting ½ (users with N_u = ∅
                    are left out of this mean)
-``precision@k``    |hits| / k, hits = relevant items with rank ≤ k
-``recall@k``       |hits| / |R_u|
-``hit_rate@k``     1 if any hit
-``ndcg@k``         Σ_hits 1/log2(1 + rank) / Σ_{t=1..min(|R_u|, k)} 1/log2(1 + t)
-``map@k``          Σ_hits (hits at rank ≤ rank_i) / rank_i / min(|R_u|, k)
+``precision_at_k``    |hits| / k, hits = relevant items with rank ≤ k
+``recall_at_k``       |hits| / |R_u|
+``hit_rate_at_k``     1 if any hit
+``ndcg_at_k``         Σ_hits 1/log2(1 + rank) / Σ_{t=1..min(|R_u|, k)} 1/log2(1 + t)
+``map_at_k``          Σ_hits (hits at rank ≤ rank_i) / rank_i / min(|R_u|, k)
 ``mrr``            1 / rank of the best-ranked relevant item (no cut-off)
-``coverage@k``     fraction of the catalogue in at least one evaluated user's top-k list (lists
+``coverage_at_k``     fraction of the catalogue in at least one evaluated user's top-k list (lists
                    ranked by score, ties by lower item index, excluded items never listed)
 =================  ===========================================================================
 
@@ -143,7 +143,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean metrics (see the module doc) of a model, or of a function users [B] → scores [B, I],
     over the users with test items; train items are excluded from each user's ranking. The
-    result also holds ``users`` (how many were evaluated) and ``coverage@k``.
+    result also holds ``users`` (how many were evaluated) and ``coverage_at_k``.
 
     ``train``, ``test`` and the model (once fitted) must share their id maps (see
     :func:`~.dataset.make_dataset`): data encoded separately, whose indices mean other users or
@@ -180,10 +180,10 @@ def evaluate(
         raise ValueError("no user has a test item: nothing to evaluate")
     out: dict[str, float] = {}
     for name in PER_USER:
-        key = name if name in ("auc", "mrr") else f"{name}@{k}"
+        key = name if name in ("auc", "mrr") else f"{name}_at_{k}"
         denom = auc_users if name == "auc" else n
         out[key] = sums[name] / denom if denom else math.nan
-    out[f"coverage@{k}"] = float(listed.sum()) / train.n_items
+    out[f"coverage_at_{k}"] = float(listed.sum()) / train.n_items
     out["users"] = n
     return out
 
@@ -191,14 +191,14 @@ def evaluate(
 def validation_metrics(
     train: Interactions, validation: Interactions, k: int = 10, prefix: str = "val_"
 ) -> Callable[[int, Recommender], dict[str, float]]:
-    """An ``on_epoch`` callback for :func:`~.train.fit` returning ``{prefix}precision@k``,
-    ``{prefix}ndcg@k`` and ``{prefix}auc`` of the model on ``validation`` (train items
-    excluded); with ``FitConfig(monitor="val_precision@10")`` it drives early stopping."""
+    """An ``on_epoch`` callback for :func:`~.train.fit` returning ``{prefix}precision_at_k``,
+    ``{prefix}ndcg_at_k`` and ``{prefix}auc`` of the model on ``validation`` (train items
+    excluded); with ``FitConfig(monitor="val_precision_at_10")`` it drives early stopping."""
     k = check_positive_int(k, "k")
     check_same_ids(lambda users: users, train, validation)
 
     def on_epoch(epoch: int, model: Recommender) -> dict[str, float]:
         r = evaluate(model, train, validation, k=k)
-        return {f"{prefix}{name}": r[name] for name in (f"precision@{k}", f"ndcg@{k}", "auc")}
+        return {f"{prefix}{name}": r[name] for name in (f"precision_at_{k}", f"ndcg_at_{k}", "auc")}
 
     return on_epoch

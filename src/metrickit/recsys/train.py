@@ -23,7 +23,6 @@ the step used (LightFM's per-row regularisation, not a global weight decay).
 from __future__ import annotations
 
 import numbers
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._validation import check_choice, check_nonnegative, check_positive_int
+from ..threads import idle_cpus
 from .data import Interactions
 from .models import Recommender
 from .sampling import STRATEGIES, NegativeSampler
@@ -140,21 +140,12 @@ def make_optimizer(model: torch.nn.Module, name: str, lr: float) -> torch.optim.
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def default_threads() -> int:
-    """One torch thread per idle CPU core (cores minus the 1-minute load average), at least 1."""
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        busy = 0.0
-    return max(1, min(cores, int(cores - busy + 0.5)))
-
-
 @contextmanager
 def torch_threads(n: int | None) -> Iterator[int]:
-    """Run with ``n`` torch intra-op threads (None: :func:`default_threads`), then restore."""
+    """Run with ``n`` torch intra-op threads (None: :func:`metrickit.threads.idle_cpus`), then
+    restore."""
     before = torch.get_num_threads()
-    n = default_threads() if n is None else check_positive_int(n, "threads")
+    n = idle_cpus() if n is None else check_positive_int(n, "threads")
     torch.set_num_threads(n)
     try:
         yield n
@@ -187,7 +178,7 @@ def fit(
     train's id maps (see :meth:`~.models.Recommender.bind_ids`).
 
     Early stopping: with ``config.monitor`` set to a key of what ``on_epoch`` returns (e.g.
-    ``"val_precision@10"`` from :func:`~.metrics.validation_metrics` on a validation split
+    ``"val_precision_at_10"`` from :func:`~.metrics.validation_metrics` on a validation split
     carved from train), training stops after ``config.patience`` epochs without a higher value
     and the model is left with the weights of its best epoch."""
     config = (config or FitConfig()).validate()

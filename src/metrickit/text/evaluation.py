@@ -103,8 +103,8 @@ def retrieval_scores(
         for k in ks:
             sums[k] += hits[:k].sum() / len(rel)
     n = len(rel_sets)
-    out = {f"mrr@{at}": 100 * sums["mrr"] / n, f"ndcg@{at}": 100 * sums["ndcg"] / n}
-    out |= {f"recall@{k}": 100 * sums[k] / n for k in ks}
+    out = {f"mrr_at_{at}": 100 * sums["mrr"] / n, f"ndcg_at_{at}": 100 * sums["ndcg"] / n}
+    out |= {f"recall_at_{k}": 100 * sums[k] / n for k in ks}
     return out
 
 
