@@ -42,7 +42,7 @@ def test_load_run_embeds_like_the_trainer(feature_run):
     trainer.restore()
     emb = embedder.embed(data)
     loaded = mk.data.load_dataset(data)
-    expected = trainer.embed(mk.training.trainer.standardize(loaded.x, embedder.standardization))
+    expected = trainer.embed(mk.training.datasets.standardize(loaded.x, embedder.standardization))
     np.testing.assert_allclose(emb, expected.numpy(), atol=1e-6)
     assert emb.shape == (120, 8) and emb.dtype == np.float32
     # unlabelled inputs: a CSV without the label column, a plain .npy of inputs

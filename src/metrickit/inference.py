@@ -107,7 +107,7 @@ class Embedder:
         if not torch.isfinite(x).all():
             raise ValueError("data holds values that are not finite (NaN or inf)")
         if self.standardization is not None:
-            from .training.trainer import standardize
+            from .training.datasets import standardize
 
             x = standardize(x, self.standardization)
         return Inputs(x, labels, [str(i) for i in range(x.shape[0])])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -80,6 +82,8 @@ def circle_loss(
 @register_loss("circle")
 class CircleLoss(PairRowsLoss):
     """Module form of :func:`circle_loss`."""
+
+    distance: ClassVar[str] = "cosine"  # scores cosine similarities (read by plots)
 
     functional = staticmethod(circle_loss)
 

@@ -5,6 +5,8 @@ Also known as: MS loss. Its pair miner is :class:`metrickit.miners.MultiSimilari
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -74,6 +76,8 @@ def multi_similarity_loss(
 @register_loss("multi_similarity", aliases=("ms", "multisimilarity"))
 class MultiSimilarityLoss(PairRowsLoss):
     """Module form of :func:`multi_similarity_loss`."""
+
+    distance: ClassVar[str] = "cosine"  # scores cosine similarities (read by plots)
 
     functional = staticmethod(multi_similarity_loss)
 

@@ -3,6 +3,8 @@ contrastive (SupCon)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -111,6 +113,8 @@ def supcon_loss(
 class NTXentLoss(PairRowsLoss):
     """Module form of :func:`ntxent_loss`."""
 
+    distance: ClassVar[str] = "cosine"  # scores cosine similarities (read by plots)
+
     functional = staticmethod(ntxent_loss)
 
     def __init__(self, temperature: float = 0.07, reduction: str = "mean") -> None:
@@ -124,6 +128,8 @@ class NTXentLoss(PairRowsLoss):
 @register_loss("supcon", aliases=("supervised_contrastive",))
 class SupConLoss(PairRowsLoss):
     """Module form of :func:`supcon_loss`."""
+
+    distance: ClassVar[str] = "cosine"  # scores cosine similarities (read by plots)
 
     functional = staticmethod(supcon_loss)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -62,6 +63,8 @@ def tuplet_margin_loss(
 @register_loss("tuplet_margin", aliases=("tuplet",))
 class TupletMarginLoss(PairRowsLoss):
     """Module form of :func:`tuplet_margin_loss`."""
+
+    distance: ClassVar[str] = "cosine"  # scores cosine similarities (read by plots)
 
     functional = staticmethod(tuplet_margin_loss)
 
