@@ -39,6 +39,9 @@ NOT_RUN = {
     r"^torchrun ": "several processes: see tests/test_distributed.py",
     r"^metrickit text (train|evaluate|encode) ": "fine-tunes or runs a transformer on files of "
     "the user's (minutes on a CPU): tests/test_text_cli.py runs these commands on a tiny model",
+    r"^metrickit train --dataset digits59 ": "reads the PNG folder and backbone weights of the "
+    "real run the page describes: tests/test_open_trainer.py runs the same streamed, augmented, "
+    "pretrained-backbone command end to end on PNGs it writes",
 }
 
 
