@@ -31,6 +31,7 @@ compare samples with those vectors, not with each other: ``forward(embeddings, l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -49,14 +50,26 @@ class Loss(nn.Module):
 class BatchLoss(Loss):
     """Base of the losses over the pairs/triplets of a labelled batch (the contract above).
 
-    Subclasses implement ``forward(embeddings, labels, indices_tuple=None, ref_embeddings=None,
-    ref_labels=None, ref_offset=None)``. ``pair_based`` is True for losses built from sample
-    pairs or triplets (usable with a miner and with cross-batch memory).
+    ``forward(embeddings, labels, indices_tuple=None, ref_embeddings=None, ref_labels=None,
+    ref_offset=None)`` calls the class's functional form ``functional`` with the hyper-parameters
+    ``hyper()`` as positional arguments after ``(embeddings, labels)``, the references and the
+    keyword arguments ``keywords()`` (by default ``reduction``), all validated by the subclass's
+    constructor. ``pair_based`` is True for losses built from sample pairs or triplets (usable
+    with a miner and with cross-batch memory).
     """
 
     pair_based: ClassVar[bool] = True
+    functional: ClassVar[Callable[..., Tensor]]
 
-    def forward(  # pragma: no cover - the signature every subclass implements
+    def hyper(self) -> tuple[object, ...]:
+        """The functional form's positional arguments after ``(embeddings, labels)``."""
+        return ()
+
+    def keywords(self) -> dict[str, object]:
+        """The functional form's keyword arguments besides the references."""
+        return {"reduction": self.reduction}
+
+    def forward(
         self,
         embeddings: Tensor,
         labels: Tensor,
@@ -65,7 +78,11 @@ class BatchLoss(Loss):
         ref_labels: Tensor | None = None,
         ref_offset: int | None = None,
     ) -> Tensor:
-        raise NotImplementedError
+        return type(self).functional(
+            embeddings, labels, *self.hyper(), indices_tuple=indices_tuple,
+            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_offset=ref_offset,
+            **self.keywords(),
+        )
 
 
 class ProxyLoss(Loss):

@@ -14,7 +14,7 @@ autograd graph, and no B×B×B or B×B×D intermediate.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -199,24 +199,5 @@ def row_loss(
 
 
 class PairRowsLoss(BatchLoss):
-    """A batch loss whose ``forward`` calls its functional form ``functional`` with the
-    hyper-parameters ``hyper()`` (validated by the subclass's constructor)."""
-
-    functional: ClassVar[Callable[..., Tensor]]
-
-    def hyper(self) -> tuple[object, ...]:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
-
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        indices_tuple: tuple[Tensor, ...] | None = None,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        ref_offset: int | None = None,
-    ) -> Tensor:
-        return type(self).functional(
-            embeddings, labels, *self.hyper(), self.reduction, indices_tuple=indices_tuple,
-            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_offset=ref_offset,
-        )
+    """Base of the batch losses computed row by row by :func:`row_loss` (the generic
+    ``forward`` is :class:`~metrickit.losses._base.BatchLoss`'s)."""

@@ -132,22 +132,12 @@ class BatchContrastiveLoss(BatchLoss):
     """Module form of :func:`batch_contrastive_loss`; ``forward(embeddings, labels,
     indices_tuple=None, ref_embeddings=None, ref_labels=None, ref_offset=None)``."""
 
+    functional = staticmethod(batch_contrastive_loss)
+
     def __init__(self, margin: float = 1.0, distance: str = "euclidean", reduction: str = "mean"):
         super().__init__(reduction)
         self.margin = check_nonnegative(margin, "margin")
         self.distance = check_choice(distance, "distance", DISTANCES)
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        indices_tuple: IndicesTuple | None = None,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        ref_offset: int | None = None,
-    ) -> Tensor:
-        return batch_contrastive_loss(
-            embeddings, labels, self.margin, self.distance, self.reduction,
-            indices_tuple=indices_tuple, ref_embeddings=ref_embeddings, ref_labels=ref_labels,
-            ref_offset=ref_offset,
-        )
+    def hyper(self) -> tuple[object, ...]:
+        return self.margin, self.distance

@@ -92,20 +92,11 @@ class LiftedStructureLoss(BatchLoss):
     """Module form of :func:`lifted_structure_loss`; ``forward(embeddings, labels,
     indices_tuple=None, ref_embeddings=None, ref_labels=None, ref_offset=None)``."""
 
+    functional = staticmethod(lifted_structure_loss)
+
     def __init__(self, margin: float = 1.0, reduction: str = "mean") -> None:
         super().__init__(reduction)
         self.margin = check_nonnegative(margin, "margin")
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        indices_tuple: IndicesTuple | None = None,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        ref_offset: int | None = None,
-    ) -> Tensor:
-        return lifted_structure_loss(
-            embeddings, labels, self.margin, self.reduction, indices_tuple=indices_tuple,
-            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_offset=ref_offset,
-        )
+    def hyper(self) -> tuple[object, ...]:
+        return (self.margin,)

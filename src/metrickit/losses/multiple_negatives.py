@@ -272,6 +272,8 @@ class MultipleNegativesRankingLoss(Loss):
 class BatchMultipleNegativesRankingLoss(BatchLoss):
     """Module form of :func:`batch_multiple_negatives_ranking_loss` (the registered batch form)."""
 
+    functional = staticmethod(batch_multiple_negatives_ranking_loss)
+
     def __init__(self, scale: float = 20.0, similarity: str = "cosine", reduction: str = "mean"):
         super().__init__(reduction)
         self.scale = check_positive(scale, "scale")
@@ -282,16 +284,5 @@ class BatchMultipleNegativesRankingLoss(BatchLoss):
         """The :mod:`metrickit.distances` name of the similarity ("cosine" = 1 − cos, "dot")."""
         return self.similarity
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        indices_tuple: tuple[Tensor, ...] | None = None,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        ref_offset: int | None = None,
-    ) -> Tensor:
-        return batch_multiple_negatives_ranking_loss(
-            embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset,
-            self.scale, self.similarity, self.reduction,
-        )
+    def keywords(self) -> dict[str, object]:
+        return {"scale": self.scale, "similarity": self.similarity, "reduction": self.reduction}

@@ -160,20 +160,11 @@ class BatchNPairLoss(BatchLoss):
 
     pair_based = False
 
+    functional = staticmethod(batch_npair_loss)
+
     def __init__(self, l2_reg: float = 0.0, reduction: str = "mean") -> None:
         super().__init__(reduction)
         self.l2_reg = check_nonnegative(l2_reg, "l2_reg")
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        indices_tuple: IndicesTuple | None = None,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        ref_offset: int | None = None,
-    ) -> Tensor:
-        return batch_npair_loss(
-            embeddings, labels, self.l2_reg, self.reduction, indices_tuple=indices_tuple,
-            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_offset=ref_offset,
-        )
+    def hyper(self) -> tuple[object, ...]:
+        return (self.l2_reg,)

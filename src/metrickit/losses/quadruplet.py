@@ -210,21 +210,15 @@ class BatchQuadrupletLoss(BatchLoss):
     two batch-all averages have no per-sample form, hence no ``reduction`` argument; its
     ``reduction`` attribute is "mean")."""
 
+    functional = staticmethod(batch_quadruplet_loss)
+
     def __init__(self, margin1: float = 1.0, margin2: float = 0.5) -> None:
         super().__init__("mean")
         self.margin1 = check_nonnegative(margin1, "margin1")
         self.margin2 = check_nonnegative(margin2, "margin2")
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        indices_tuple: IndicesTuple | None = None,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        ref_offset: int | None = None,
-    ) -> Tensor:
-        return batch_quadruplet_loss(
-            embeddings, labels, self.margin1, self.margin2, indices_tuple=indices_tuple,
-            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_offset=ref_offset,
-        )
+    def hyper(self) -> tuple[object, ...]:
+        return self.margin1, self.margin2
+
+    def keywords(self) -> dict[str, object]:
+        return {}

@@ -441,6 +441,8 @@ class BatchTripletLoss(BatchLoss):
     """Module form of :func:`batch_triplet_loss`; ``forward(embeddings, labels, indices_tuple=None,
     ref_embeddings=None, ref_labels=None, ref_offset=None)``."""
 
+    functional = staticmethod(batch_triplet_loss)
+
     def __init__(
         self,
         margin: float = 0.2,
@@ -459,18 +461,8 @@ class BatchTripletLoss(BatchLoss):
         self.distance = distance
         self.algorithm = _check_triplet_algorithm(algorithm, mining, self.soft, self.reduction)
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        indices_tuple: IndicesTuple | None = None,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-        ref_offset: int | None = None,
-    ) -> Tensor:
-        return batch_triplet_loss(
-            embeddings, labels, self.margin, self.mining, self.squared, self.soft,
-            self.distance, self.reduction, indices_tuple=indices_tuple,
-            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_offset=ref_offset,
-            algorithm=self.algorithm,
-        )
+    def hyper(self) -> tuple[object, ...]:
+        return self.margin, self.mining, self.squared, self.soft, self.distance
+
+    def keywords(self) -> dict[str, object]:
+        return {"reduction": self.reduction, "algorithm": self.algorithm}
