@@ -28,7 +28,7 @@ L = mk.losses
         (lambda: L.BatchTripletLoss(reduction="none", algorithm="blockwise"), ValueError,
          "blockwise"),
         (lambda: L.BatchTripletLoss(margin="0.2"), TypeError, "margin must be a real number"),
-        (lambda: L.TripletCenterLoss(3.0, 4), ValueError, "num_classes"),
+        (lambda: L.TripletCenterLoss(3.0, 4), TypeError, "num_classes must be an integer"),
         (lambda: L.CrossBatchMemory(L.BatchTripletLoss(), 4, start_step=1.5), TypeError,
          "start_step"),
         (lambda: mk.distributed.DistributedLoss(L.NPairLoss(), anchors="local"), TypeError,

@@ -78,9 +78,9 @@ def test_module_has_learnable_centres_and_is_registered():
 
 def test_bad_inputs():
     x, c = torch.randn(4, 2), torch.randn(3, 2)
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\).*\[0, 3\]"):
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 3\).*\[0, 3\]"):
         mk.F.triplet_center_loss(x, torch.tensor([0, 1, 2, 3]), c)
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 3\)"):
         mk.F.triplet_center_loss(x, torch.tensor([0, -1, 2, 1]), c)
     with pytest.raises(ValueError, match=r"centers must be \[num_classes >= 1, 2\]"):
         mk.F.triplet_center_loss(x, torch.tensor([0, 1, 2, 1]), torch.randn(3, 5))
@@ -90,5 +90,5 @@ def test_bad_inputs():
         mk.F.triplet_center_loss(x, torch.tensor([0, 1, 2, 1]), c, margin=-0.5)
     with pytest.raises(ValueError, match="num_classes"):
         mk.losses.TripletCenterLoss(0, 2)
-    with pytest.raises(ValueError, match="embedding_dim"):
+    with pytest.raises(TypeError, match="embedding_dim"):
         mk.losses.TripletCenterLoss(2, 1.5)

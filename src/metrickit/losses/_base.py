@@ -89,7 +89,20 @@ class ProxyLoss(Loss):
     """Base of the losses over learnable class vectors: ``forward(embeddings, labels)``.
 
     Their class vectors are one ``nn.Parameter`` named ``proxies`` ([C·k, D]); trainers may give
-    it its own learning rate (proxy losses need a larger one than the network).
+    it its own learning rate (proxy losses need a larger one than the network). ``forward``
+    calls the class's functional form ``functional(embeddings, labels, proxies, *hyper(),
+    reduction)``.
     """
 
     pair_based: ClassVar[bool] = False
+    functional: ClassVar[Callable[..., Tensor]]
+    proxies: nn.Parameter
+
+    def hyper(self) -> tuple[object, ...]:
+        """The functional form's hyper-parameters, between ``proxies`` and ``reduction``."""
+        return ()
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return type(self).functional(
+            embeddings, labels, self.proxies, *self.hyper(), self.reduction
+        )

@@ -18,31 +18,33 @@ from .._validation import (
     check_floating,
     check_int,
     check_labels,
+    check_reduction,
     check_same_device,
     compute_dtype,
+    reduce,
 )
 from ..distances import unit_rows
 from ._base import ProxyLoss
 
 
 def check_proxy_inputs(
-    embeddings: Tensor, labels: Tensor, proxies: Tensor, per_class: int = 1
+    embeddings: Tensor, labels: Tensor, proxies: Tensor, per_class: int = 1, name: str = "proxies"
 ) -> tuple[Tensor, int, torch.dtype]:
     """Validate a proxy loss's inputs; returns (labels as int64, number of classes, dtype).
 
-    ``proxies`` must be [C·per_class, D] with D the embeddings' width; labels must lie in [0, C)
-    (checked on CPU; on accelerators an out-of-range id triggers a device-side indexing error).
-    The dtype is the one the loss is computed in: at least float32, and float64 if either input
-    is float64.
+    ``proxies`` (called ``name`` in the messages) must be [C·per_class, D] with D the
+    embeddings' width; labels must lie in [0, C) (checked on CPU; on accelerators an
+    out-of-range id triggers a device-side indexing error). The dtype is the one the loss is
+    computed in: at least float32, and float64 if either input is float64.
     """
     check_embeddings(embeddings)
     labels = check_labels(labels, embeddings.shape[0])
-    check_floating(proxies, "proxies", ndim=2)
+    check_floating(proxies, name, ndim=2)
     rows, dim = proxies.shape
     if dim != embeddings.shape[1] or rows == 0 or rows % per_class:
         what = "num_classes" if per_class == 1 else f"num_classes·{per_class}"
         raise ValueError(
-            f"proxies must be [{what} (>= {per_class}), {embeddings.shape[1]}] to match "
+            f"{name} must be [{what} >= {per_class}, {embeddings.shape[1]}] to match "
             f"embeddings, got shape {tuple(proxies.shape)}"
         )
     num_classes = rows // per_class
@@ -50,10 +52,10 @@ def check_proxy_inputs(
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(
-                f"labels must be class ids in [0, {num_classes}) (the proxies hold "
+                f"labels must be class ids in [0, {num_classes}) (the {name} hold "
                 f"{num_classes} classes), got values in [{lo}, {hi}]"
             )
-    check_same_device({"embeddings": embeddings, "labels": labels, "proxies": proxies})
+    check_same_device({"embeddings": embeddings, "labels": labels, name: proxies})
     dtype = torch.promote_types(compute_dtype(embeddings), proxies.dtype)
     return labels.long(), num_classes, dtype
 
@@ -63,9 +65,39 @@ def cosines(embeddings: Tensor, proxies: Tensor, dtype: torch.dtype) -> Tensor:
     return unit_rows(embeddings.to(dtype)) @ unit_rows(proxies.to(dtype)).T
 
 
+def class_softmax_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    proxies: Tensor,
+    logits: Callable[[Tensor, Tensor], Tensor],
+    reduction: str,
+    per_class: int = 1,
+) -> Tensor:
+    """Softmax cross-entropy −log softmax(logits(cos, labels))_y over the classes, reduced.
+
+    cos [B, C] are the cosines of the embeddings with the class vectors (with ``per_class`` = K
+    sub-centres per class, with the nearest of them); ``logits`` maps them, and the labels, to
+    the [B, C] logits (scale, margin on the own class). A log-sum-exp: no overflow at any scale.
+    The hyper-parameters are validated by the caller; this checks the inputs and ``reduction``.
+    """
+    labels, num_classes, dtype = check_proxy_inputs(embeddings, labels, proxies, per_class)
+    check_reduction(reduction)
+    cos = cosines(embeddings, proxies, dtype)
+    if per_class > 1:
+        cos = cos.view(-1, num_classes, per_class).amax(2)
+    terms = cross_entropy_terms(logits(cos, labels), labels)
+    return reduce(terms, reduction).to(embeddings.dtype)
+
+
 def cross_entropy_terms(logits: Tensor, labels: Tensor) -> Tensor:
     """[B] softmax cross-entropy −log softmax(logits)_y (log-sum-exp: no overflow at any scale)."""
     return F.cross_entropy(logits, labels, reduction="none")
+
+
+def additive_margin_logits(cos: Tensor, labels: Tensor, margin: float, scale: float) -> Tensor:
+    """s·cos with m subtracted from each sample's own-class entry (CosFace's logits)."""
+    own = labels[:, None]
+    return scale * cos.scatter_add(1, own, cos.new_full(own.shape, -margin))
 
 
 def log1p_sum_exp(z: Tensor, keep: Tensor, dim: int) -> Tensor:

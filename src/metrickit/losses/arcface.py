@@ -7,8 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_int, check_positive, check_real, check_reduction, reduce
-from ._proxy import ProxyModule, check_proxy_inputs, cosines, cross_entropy_terms
+from .._validation import check_int, check_positive, check_real
+from ._proxy import ProxyModule, class_softmax_loss
 from ._registry import register_loss
 
 # sin θ = sqrt(max(1 − cos²θ, ε)): finite gradients at θ = 0 and π, where d sin θ / d cos θ = ∓∞
@@ -62,12 +62,7 @@ def arcface_loss(
         scale: s > 0 [64].
         reduction: "mean" | "sum" | "none" (the [B] terms) ["mean"].
     """
-    labels, _, dtype = check_proxy_inputs(embeddings, labels, proxies)
-    margin = _check_margin(margin)
-    scale = check_positive(scale, "scale")
-    check_reduction(reduction)
-    logits = angular_margin_logits(cosines(embeddings, proxies, dtype), labels, margin, scale)
-    return reduce(cross_entropy_terms(logits, labels), reduction).to(embeddings.dtype)
+    return subcenter_arcface_loss(embeddings, labels, proxies, 1, margin, scale, reduction)
 
 
 @register_loss("arcface", aliases=("additive_angular_margin", "arc_face"))
@@ -77,6 +72,8 @@ class ArcFaceLoss(ProxyModule):
     ``proxies`` [num_classes, embedding_dim] is initialised N(0, 1) (PML's default; only the
     directions enter the loss).
     """
+
+    functional = staticmethod(arcface_loss)
 
     def __init__(
         self,
@@ -90,10 +87,8 @@ class ArcFaceLoss(ProxyModule):
         self.margin = _check_margin(margin)
         self.scale = check_positive(scale, "scale")
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return arcface_loss(
-            embeddings, labels, self.proxies, self.margin, self.scale, self.reduction
-        )
+    def hyper(self) -> tuple[object, ...]:
+        return self.margin, self.scale
 
 
 def subcenter_arcface_loss(
@@ -126,14 +121,12 @@ def subcenter_arcface_loss(
         reduction: "mean" | "sum" | "none" (the [B] terms) ["mean"].
     """
     sub_centers = check_int(sub_centers, "sub_centers", low=1)
-    labels, num_classes, dtype = check_proxy_inputs(embeddings, labels, proxies, sub_centers)
     margin = _check_margin(margin)
     scale = check_positive(scale, "scale")
-    check_reduction(reduction)
-    cos = cosines(embeddings, proxies, dtype)
-    cos = cos.view(-1, num_classes, sub_centers).amax(2)
-    logits = angular_margin_logits(cos, labels, margin, scale)
-    return reduce(cross_entropy_terms(logits, labels), reduction).to(embeddings.dtype)
+    return class_softmax_loss(
+        embeddings, labels, proxies,
+        lambda cos, y: angular_margin_logits(cos, y, margin, scale), reduction, sub_centers,
+    )
 
 
 @register_loss("subcenter_arcface", aliases=("sub_center_arcface", "subcenter_arc_face"))
@@ -143,6 +136,8 @@ class SubCenterArcFaceLoss(ProxyModule):
     ``proxies`` [num_classes·sub_centers, embedding_dim] (the sub-centres of class c in rows
     c·K … c·K + K − 1) is initialised N(0, 1) (PML's default).
     """
+
+    functional = staticmethod(subcenter_arcface_loss)
 
     def __init__(
         self,
@@ -159,8 +154,5 @@ class SubCenterArcFaceLoss(ProxyModule):
         self.margin = _check_margin(margin)
         self.scale = check_positive(scale, "scale")
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return subcenter_arcface_loss(
-            embeddings, labels, self.proxies, self.sub_centers, self.margin, self.scale,
-            self.reduction,
-        )
+    def hyper(self) -> tuple[object, ...]:
+        return self.sub_centers, self.margin, self.scale

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .._validation import check_nonnegative, check_positive, check_reduction, reduce
-from ._proxy import ProxyModule, check_proxy_inputs, cosines, cross_entropy_terms
+from .._validation import check_nonnegative, check_positive
+from ._proxy import ProxyModule, additive_margin_logits, class_softmax_loss
 from ._registry import register_loss
 
 
@@ -36,14 +36,12 @@ def cosface_loss(
         scale: s > 0 [64].
         reduction: "mean" | "sum" | "none" (the [B] terms) ["mean"].
     """
-    labels, _, dtype = check_proxy_inputs(embeddings, labels, proxies)
     margin = check_nonnegative(margin, "margin")
     scale = check_positive(scale, "scale")
-    check_reduction(reduction)
-    cos = cosines(embeddings, proxies, dtype)
-    own = labels[:, None]
-    logits = scale * cos.scatter_add(1, own, cos.new_full(own.shape, -margin))
-    return reduce(cross_entropy_terms(logits, labels), reduction).to(embeddings.dtype)
+    return class_softmax_loss(
+        embeddings, labels, proxies,
+        lambda cos, y: additive_margin_logits(cos, y, margin, scale), reduction,
+    )
 
 
 @register_loss("cosface", aliases=("large_margin_cosine", "lmcl", "additive_cosine_margin"))
@@ -53,6 +51,8 @@ class CosFaceLoss(ProxyModule):
     ``proxies`` [num_classes, embedding_dim] is initialised N(0, 1) (PML's default; only the
     directions enter the loss).
     """
+
+    functional = staticmethod(cosface_loss)
 
     def __init__(
         self,
@@ -66,7 +66,5 @@ class CosFaceLoss(ProxyModule):
         self.margin = check_nonnegative(margin, "margin")
         self.scale = check_positive(scale, "scale")
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return cosface_loss(
-            embeddings, labels, self.proxies, self.margin, self.scale, self.reduction
-        )
+    def hyper(self) -> tuple[object, ...]:
+        return self.margin, self.scale

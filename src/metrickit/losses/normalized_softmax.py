@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .._validation import check_positive, check_reduction, reduce
-from ._proxy import ProxyModule, check_proxy_inputs, cosines, cross_entropy_terms
+from .._validation import check_positive
+from ._proxy import ProxyModule, class_softmax_loss
 from ._registry import register_loss
 
 
@@ -30,11 +30,10 @@ def normalized_softmax_loss(
         temperature: T > 0 [0.05].
         reduction: "mean" | "sum" | "none" (the [B] terms) ["mean"].
     """
-    labels, _, dtype = check_proxy_inputs(embeddings, labels, proxies)
     temperature = check_positive(temperature, "temperature")
-    check_reduction(reduction)
-    logits = cosines(embeddings, proxies, dtype) / temperature
-    return reduce(cross_entropy_terms(logits, labels), reduction).to(embeddings.dtype)
+    return class_softmax_loss(
+        embeddings, labels, proxies, lambda cos, _: cos / temperature, reduction
+    )
 
 
 @register_loss("normalized_softmax", aliases=("norm_softmax", "normsoftmax", "cosine_softmax"))
@@ -44,6 +43,8 @@ class NormalizedSoftmaxLoss(ProxyModule):
     ``proxies`` [num_classes, embedding_dim] is initialised N(0, 1) (PML's default; only the
     directions enter the loss).
     """
+
+    functional = staticmethod(normalized_softmax_loss)
 
     def __init__(
         self,
@@ -55,7 +56,5 @@ class NormalizedSoftmaxLoss(ProxyModule):
         super().__init__(num_classes, embedding_dim, 1, nn.init.normal_, reduction)
         self.temperature = check_positive(temperature, "temperature")
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return normalized_softmax_loss(
-            embeddings, labels, self.proxies, self.temperature, self.reduction
-        )
+    def hyper(self) -> tuple[object, ...]:
+        return (self.temperature,)

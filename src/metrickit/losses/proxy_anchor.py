@@ -66,6 +66,8 @@ class ProxyAnchorLoss(ProxyModule):
     Kaiming normal with mode "fan_out", i.e. N(0, 2 / num_classes).
     """
 
+    functional = staticmethod(proxy_anchor_loss)
+
     def __init__(
         self,
         num_classes: int,
@@ -79,7 +81,5 @@ class ProxyAnchorLoss(ProxyModule):
         self.margin = check_nonnegative(margin, "margin")
         self.alpha = check_positive(alpha, "alpha")
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return proxy_anchor_loss(
-            embeddings, labels, self.proxies, self.margin, self.alpha, self.reduction
-        )
+    def hyper(self) -> tuple[object, ...]:
+        return self.margin, self.alpha

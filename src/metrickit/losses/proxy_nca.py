@@ -57,6 +57,8 @@ class ProxyNCALoss(ProxyModule):
     code (proxies of norm about √D / 8; only their directions enter the loss).
     """
 
+    functional = staticmethod(proxy_nca_loss)
+
     def __init__(
         self,
         num_classes: int,
@@ -67,8 +69,8 @@ class ProxyNCALoss(ProxyModule):
         super().__init__(num_classes, embedding_dim, 1, _randn_over_8, reduction)
         self.temperature = check_positive(temperature, "temperature")
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return proxy_nca_loss(embeddings, labels, self.proxies, self.temperature, self.reduction)
+    def hyper(self) -> tuple[object, ...]:
+        return (self.temperature,)
 
 
 def _randn_over_8(w: Tensor) -> None:

@@ -15,7 +15,13 @@ from .._validation import (
     reduce,
 )
 from ..distances import unit_rows
-from ._proxy import ProxyModule, check_proxy_inputs, cosines, cross_entropy_terms
+from ._proxy import (
+    ProxyModule,
+    additive_margin_logits,
+    check_proxy_inputs,
+    cosines,
+    cross_entropy_terms,
+)
 from ._registry import register_loss
 
 # the SoftTriple code's constant under the square root of the centre regulariser
@@ -71,9 +77,7 @@ def soft_triple_loss(
     check_reduction(reduction)
     sims = cosines(embeddings, proxies, dtype).view(-1, num_classes, k)
     relaxed = (torch.softmax(sims / gamma, 2) * sims).sum(2)
-    own = labels[:, None]
-    logits = la * relaxed.scatter_add(1, own, relaxed.new_full(own.shape, -margin))
-    terms = cross_entropy_terms(logits, labels)
+    terms = cross_entropy_terms(additive_margin_logits(relaxed, labels, margin, la), labels)
     if tau > 0 and k > 1:
         terms = terms + tau * _centre_spread(proxies.to(dtype), num_classes, k)
     return reduce(terms, reduction).to(embeddings.dtype)
@@ -97,6 +101,8 @@ class SoftTripleLoss(ProxyModule):
     Kaiming-uniform init with a = √5 on the [D, C·K] layout).
     """
 
+    functional = staticmethod(soft_triple_loss)
+
     def __init__(
         self,
         num_classes: int,
@@ -116,11 +122,8 @@ class SoftTripleLoss(ProxyModule):
         self.tau = check_nonnegative(tau, "tau")
         self.margin = check_nonnegative(margin, "margin")
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return soft_triple_loss(
-            embeddings, labels, self.proxies, self.centers_per_class, self.la, self.gamma,
-            self.tau, self.margin, self.reduction,
-        )
+    def hyper(self) -> tuple[object, ...]:
+        return self.centers_per_class, self.la, self.gamma, self.tau, self.margin
 
 
 def _uniform_over_rows(w: Tensor) -> None:

@@ -7,19 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._validation import (
-    check_embeddings,
-    check_floating,
-    check_labels,
-    check_nonnegative,
-    check_positive_int,
-    check_reduction,
-    check_same_device,
-    compute_dtype,
-    reduce,
-)
+from .._validation import check_nonnegative, check_reduction, reduce
 from ..distances import pairwise_distance
-from ._base import ProxyLoss
+from ._proxy import ProxyModule, check_proxy_inputs
 from ._registry import register_loss
 
 
@@ -48,28 +38,11 @@ def triplet_center_loss(
         margin: m ≥ 0 [1.0].
         reduction: "mean" | "sum" | "none" (the [B] terms) ["mean"].
     """
-    check_embeddings(embeddings)
-    labels = check_labels(labels, embeddings.shape[0])
-    check_floating(centers, "centers", ndim=2)
-    if centers.shape[1] != embeddings.shape[1] or centers.shape[0] == 0:
-        raise ValueError(
-            f"centers must be [num_classes >= 1, {embeddings.shape[1]}] to match embeddings, "
-            f"got shape {tuple(centers.shape)}"
-        )
-    num_classes = centers.shape[0]
-    if labels.device.type == "cpu" and labels.numel():
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"labels must be in [0, {num_classes}) (one centre per class), "
-                f"got values in [{lo}, {hi}]"
-            )
+    labels, _, dtype = check_proxy_inputs(embeddings, labels, centers, name="centers")
     margin = check_nonnegative(margin, "margin")
     check_reduction(reduction)
-    check_same_device({"embeddings": embeddings, "labels": labels, "centers": centers})
-    dtype = torch.promote_types(compute_dtype(embeddings), centers.dtype)
     dist = 0.5 * pairwise_distance(embeddings.to(dtype), centers.to(dtype), "squared_euclidean")
-    own = labels.long()[:, None]
+    own = labels[:, None]
     d_own = dist.gather(1, own).squeeze(1)
     other = torch.ones_like(dist, dtype=torch.bool).scatter_(1, own, False)
     d_other = dist.masked_fill(~other, float("inf")).amin(1)
@@ -78,7 +51,7 @@ def triplet_center_loss(
 
 
 @register_loss("triplet_center")
-class TripletCenterLoss(ProxyLoss):
+class TripletCenterLoss(ProxyModule):
     """Module form of :func:`triplet_center_loss` with learnable centres;
     ``forward(embeddings, labels)``.
 
@@ -88,6 +61,8 @@ class TripletCenterLoss(ProxyLoss):
     centres by gradient descent). State dicts saved with a ``centers`` entry still load.
     """
 
+    functional = staticmethod(triplet_center_loss)
+
     def __init__(
         self,
         num_classes: int,
@@ -95,11 +70,8 @@ class TripletCenterLoss(ProxyLoss):
         margin: float = 1.0,
         reduction: str = "mean",
     ) -> None:
-        super().__init__(reduction)
-        num_classes = check_positive_int(num_classes, "num_classes")
-        embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
+        super().__init__(num_classes, embedding_dim, 1, nn.init.normal_, reduction)
         self.margin = check_nonnegative(margin, "margin")
-        self.proxies = nn.Parameter(torch.randn(num_classes, embedding_dim))
 
     @property
     def centers(self) -> nn.Parameter:
@@ -110,5 +82,5 @@ class TripletCenterLoss(ProxyLoss):
             state_dict[prefix + "proxies"] = state_dict.pop(prefix + "centers")
         super()._load_from_state_dict(state_dict, prefix, *args)
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return triplet_center_loss(embeddings, labels, self.proxies, self.margin, self.reduction)
+    def hyper(self) -> tuple[object, ...]:
+        return (self.margin,)
