@@ -74,9 +74,11 @@ def test_objects_and_config_give_the_same_loss_history(digits_splits, tmp_path):
     assert len(by_config.step_losses) == 8
     assert by_objects.step_losses == by_config.step_losses
     assert by_objects.evaluate()["trained"] == by_config.evaluate()["trained"]
-    # ... and through the CLI (its run directory's history.csv)
+    # ... and through the CLI: the same step losses (its checkpoint) and epoch means (history.csv)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in CONFIG.items()]
     assert main(["train", *flags, "-o", str(tmp_path / "cli"), "--quiet", "--threads", "1"]) == 0
+    last = torch.load(tmp_path / "cli" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["step_losses"] == by_objects.step_losses
     with open(tmp_path / "cli" / "history.csv") as f:
         losses = [float(row["loss"]) for row in csv.DictReader(f)]
     expected = [float(np.mean(by_objects.step_losses[i : i + 4])) for i in (0, 4)]
