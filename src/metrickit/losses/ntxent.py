@@ -109,33 +109,34 @@ def supcon_loss(
     return reduce(loss, reduction, count).to(embeddings.dtype)
 
 
-@register_loss("ntxent", aliases=("nt_xent", "infonce", "info_nce"))
-class NTXentLoss(PairRowsLoss):
-    """Module form of :func:`ntxent_loss`."""
+class _TemperatureSoftmaxLoss(PairRowsLoss):
+    """Module form of a softmax loss over cosines at a temperature (its one hyper-parameter)."""
 
     distance: ClassVar[str] = "cosine"  # scores cosine similarities (read by plots)
+
+    def __init__(self, temperature: float, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.temperature = check_positive(temperature, "temperature")
+
+    def hyper(self) -> tuple[object, ...]:
+        return (self.temperature,)
+
+
+@register_loss("ntxent", aliases=("nt_xent", "infonce", "info_nce"))
+class NTXentLoss(_TemperatureSoftmaxLoss):
+    """Module form of :func:`ntxent_loss`."""
 
     functional = staticmethod(ntxent_loss)
 
     def __init__(self, temperature: float = 0.07, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self.temperature = check_positive(temperature, "temperature")
-
-    def hyper(self) -> tuple[object, ...]:
-        return (self.temperature,)
+        super().__init__(temperature, reduction)
 
 
 @register_loss("supcon", aliases=("supervised_contrastive",))
-class SupConLoss(PairRowsLoss):
+class SupConLoss(_TemperatureSoftmaxLoss):
     """Module form of :func:`supcon_loss`."""
-
-    distance: ClassVar[str] = "cosine"  # scores cosine similarities (read by plots)
 
     functional = staticmethod(supcon_loss)
 
     def __init__(self, temperature: float = 0.1, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self.temperature = check_positive(temperature, "temperature")
-
-    def hyper(self) -> tuple[object, ...]:
-        return (self.temperature,)
+        super().__init__(temperature, reduction)
