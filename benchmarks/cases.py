@@ -8,6 +8,7 @@ from importlib.util import find_spec
 from typing import Any
 
 from . import naive, ours, peers
+from .inputs import SCORED_TASKS, TEXT_TASKS
 
 TRIPLET_TASKS = ("batch_all", "batch_hard", "semihard")
 # the cosine-similarity pair losses, by registry name, each at its defaults
@@ -15,7 +16,8 @@ PAIR_TASKS = ("multi_similarity", "circle", "margin", "ntxent", "supcon", "tuple
 # proxy losses: PROXY_CLASSES classes (labels mod PROXY_CLASSES), class vectors shared by all impls
 PROXY_TASKS = ("proxy_anchor", "proxy_nca", "normalized_softmax", "cosface", "arcface",
                "subcenter_arcface", "soft_triple")
-LOSS_TASKS = TRIPLET_TASKS + PAIR_TASKS + PROXY_TASKS
+# losses over pairs of embeddings (no labels), against sentence-transformers: inputs.text_pairs
+LOSS_TASKS = TRIPLET_TASKS + PAIR_TASKS + PROXY_TASKS + TEXT_TASKS
 MINER_TASKS = ("miner_hard", "miner_semihard", "miner_difficulty")
 EVAL_TASK = "eval"
 TASKS = LOSS_TASKS + MINER_TASKS + (EVAL_TASK,)
@@ -37,6 +39,12 @@ TASK_TITLES = {
     "fastap": "FastAP loss (10 bins), forward + backward",
     **{t: f"{t} loss, 100 classes, forward + backward (embeddings and class vectors)"
        for t in PROXY_TASKS},
+    "multiple_negatives_ranking": "Multiple negatives ranking loss (in-batch negatives, scale 20, "
+                                  "cosine), B (anchor, positive) pairs, forward + backward",
+    "multiple_negatives_symmetric": "Symmetric multiple negatives ranking loss (scale 20, "
+                                    "cosine), B pairs, forward + backward",
+    **{t: f"{t} loss over B scored pairs (x1, x2, score), forward + backward"
+       for t in SCORED_TASKS},
 }
 
 
@@ -72,6 +80,14 @@ _PML_SEMIHARD_NOTE = (
     "averages the non-zero losses; TF-Addons/FaceNet semi-hard takes, per positive pair, the "
     "nearest negative farther than the positive. Different definition: values not compared."
 )
+
+# (metrickit, ST) peak-memory estimates of the pair tasks: B×B logits, softmax and gradients
+# (ST computes the similarities once per direction); the scored pairs are O(B·D)
+_TEXT_BYTES = {
+    "multiple_negatives_ranking": (peers.logits_bytes(5), peers.logits_bytes(6)),
+    "multiple_negatives_symmetric": (peers.logits_bytes(7), peers.logits_bytes(12)),
+    **{t: (peers.negligible, peers.negligible) for t in SCORED_TASKS},
+}
 
 IMPLS: dict[tuple[str, str], Impl] = {
     (i.task, i.name): i
@@ -129,6 +145,14 @@ IMPLS: dict[tuple[str, str], Impl] = {
              "pytorch_metric_learning", peers.pml_eval, peers.negligible, "eval"),
     )
 }
+for _task in TEXT_TASKS:
+    IMPLS[(_task, "metrickit")] = Impl(
+        _task, "metrickit", "F.{}({})".format(ours.TEXT_LOSSES[_task][0], ", ".join(
+            f"{k}={v}" for k, v in ours.TEXT_LOSSES[_task][1].items())), "metrickit",
+        ours.text_loss(_task), _TEXT_BYTES[_task][0], _task)
+    IMPLS[(_task, "st")] = Impl(
+        _task, "st", peers.ST_TEXT[_task][0], "sentence_transformers", peers.st_text_loss(_task),
+        _TEXT_BYTES[_task][1], _task)
 for _task in PAIR_TASKS:
     IMPLS[(_task, "metrickit")] = Impl(
         _task, "metrickit", f"{_task}_loss (blockwise similarity rows)", "metrickit",

@@ -107,3 +107,30 @@ def proxy(task: str) -> Callable[[float], Fn]:
 
 
 PROXY_PER_CLASS = {"subcenter_arcface": 3, "soft_triple": 10}  # the defaults of those losses
+
+
+TEXT_LOSSES = {  # task -> functional name and keyword arguments (defaults otherwise)
+    "multiple_negatives_ranking": ("multiple_negatives_ranking_loss", {}),
+    "multiple_negatives_symmetric": ("multiple_negatives_ranking_loss", {"symmetric": True}),
+    "cosent": ("cosent_loss", {}),
+    "angle": ("angle_loss", {}),
+    "cosine_similarity": ("cosine_similarity_loss", {}),
+}
+
+
+def text_loss(task: str) -> Callable[[float], Fn]:
+    """Builder of a loss over pairs: ``fn(x, y)`` with x = the two sides stacked ([2B, D], see
+    :func:`benchmarks.inputs.text_pairs`) and y the scores (scored tasks) or unused."""
+
+    def build(_margin: float) -> Fn:
+        import metrickit as mk
+
+        from .inputs import SCORED_TASKS
+
+        name, kwargs = TEXT_LOSSES[task]
+        loss = getattr(mk.F, name)
+        if task in SCORED_TASKS:
+            return lambda x, score: loss(*x.chunk(2), score, **kwargs)
+        return lambda x, _pairs: loss(*x.chunk(2), **kwargs)
+
+    return build

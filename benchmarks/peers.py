@@ -280,3 +280,42 @@ PML_PAIR_BYTES = {
 def proxy_logits_bytes(b: int, k: int) -> float:
     """A few [B, 100·10] float32 matrices (cosines, logits, softmax, gradients)."""
     return 8 * 4 * b * 100 * 10
+
+
+# sentence-transformers' losses over pairs, built with no model and called on the embeddings
+# (``compute_loss_from_embeddings``), as metrickit's defaults (docs/losses.md): scale 20, cosine.
+_SYMMETRIC = {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}
+ST_TEXT: dict[str, tuple[str, str, dict[str, Any]]] = {  # task -> label, class, kwargs
+    "multiple_negatives_ranking": ("MultipleNegativesRankingLoss(scale=20, cos_sim)",
+                                   "MultipleNegativesRankingLoss", {}),
+    "multiple_negatives_symmetric": (
+        "MultipleNegativesRankingLoss(directions=(query_to_doc, doc_to_query), "
+        "partition_mode='per_direction') = MultipleNegativesSymmetricRankingLoss",
+        "MultipleNegativesRankingLoss", _SYMMETRIC),
+    "cosent": ("CoSENTLoss(scale=20)", "CoSENTLoss", {}),
+    "angle": ("AnglELoss(scale=20)", "AnglELoss", {}),
+    "cosine_similarity": ("CosineSimilarityLoss (MSE)", "CosineSimilarityLoss", {}),
+}
+
+
+def st_text_loss(task: str) -> Callable[[float], Fn]:
+    """Builder of ST's loss over pairs, ``fn(x, y)`` as :func:`benchmarks.ours.text_loss`."""
+
+    def build(_margin: float) -> Fn:
+        from sentence_transformers.sentence_transformer import losses
+
+        from .inputs import SCORED_TASKS
+
+        _, name, kwargs = ST_TEXT[task]
+        loss = getattr(losses, name)(model=None, **kwargs)
+        scored = task in SCORED_TASKS
+        return lambda x, y: loss.compute_loss_from_embeddings(list(x.chunk(2)),
+                                                              y if scored else None)
+
+    return build
+
+
+def logits_bytes(copies: int) -> Callable[[int, int], float]:
+    """``copies`` B×B float32 matrices (similarities, softmax, their gradients)."""
+    return lambda b, k: copies * 4 * b * b
+

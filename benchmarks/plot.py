@@ -38,7 +38,7 @@ def plot_scaling(results: list[dict[str, Any]], path: str | Path, task: str = "b
         style = "-" if k == k_min else "--"
         sizes, times = [b for b, _ in pts], [t for _, t in pts]
         ax.plot(sizes, times, marker="o", color=STYLES[impl], linestyle=style, label=label)
-    ax.set(xscale="log", yscale="log", xlabel="batch size B (P×K)",
+    ax.set(xscale="log", yscale="log", xlabel="batch size B",
            ylabel="forward + backward time (s)", title=f"{task}, D={dim}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)

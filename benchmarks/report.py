@@ -33,6 +33,15 @@ Peer configurations (all Euclidean, margin 0.2, no embedding normalisation):
 - **ST** (sentence-transformers): `BatchAllTripletLoss`, `BatchHardTripletLoss`,
   `BatchSemiHardTripletLoss` built with `model=None`; their `batch_*_triplet_loss(labels,
   embeddings)` methods are called directly (ST's semi-hard follows TF-Addons).
+- **ST** losses over pairs (`multiple_negatives_ranking`, `multiple_negatives_symmetric`,
+  `cosent`, `angle`, `cosine_similarity`): built with `model=None` at their defaults (scale 20,
+  cosine: metrickit's defaults too) and called on the embeddings,
+  `compute_loss_from_embeddings([x1, x2], scores)`. The symmetric one is
+  `MultipleNegativesRankingLoss(directions=("query_to_doc", "doc_to_query"),
+  partition_mode="per_direction")`, which ST documents as identical to its deprecated
+  `MultipleNegativesSymmetricRankingLoss`. Inputs: B pairs of D-dim embeddings (K unused,
+  shown as 1), no duplicate positives; scored pairs get 26 score levels in [0, 1]
+  (`benchmarks/inputs.py`, `text_pairs`); the gradient compared is that of both sides.
 - **torch**: the naive baseline in `benchmarks/naive.py`: a dense B×B×B cube for batch-all and
   semi-hard, B×B masked max/min for batch-hard.
 """
@@ -206,5 +215,6 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         if rs:
             lines += [f"## {TASK_TITLES[task]}", "", *_table(task, rs)]
     if meta.get("plot"):
-        lines += ["## Scaling", "", f"![batch-all time against batch size]({meta['plot']})", ""]
+        task = meta.get("plot_task", "batch_all")
+        lines += ["## Scaling", "", f"![{task} time against batch size]({meta['plot']})", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -3,7 +3,7 @@
 Full grid: B ∈ {128 … 8192} × K ∈ {4, 32} × D ∈ {128, 512} for the three triplet losses, miners
 at B=512, evaluation on 10k and 100k × 128. ``--quick``: B ∈ {128, 512, 1024}, K=4, D=128,
 evaluation on 10k only. Writes the markdown report (``--out``), its raw data (same name,
-``.json``) and the batch-all scaling plot.
+``.json``) and the scaling plot (batch-all, else the first loss task measured).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .cases import (
     MINER_TASKS,
     PROXY_TASKS,
     TASKS,
+    TEXT_TASKS,
     Case,
 )
 from .checks import check_values
@@ -82,6 +83,9 @@ def build_grid(a: argparse.Namespace) -> list[Case]:
         if task in PROXY_TASKS:  # B from 512, 100 classes, D=128 unless --dims
             cases += [Case(task, n, b, 4, d) for d in (a.dims or (128,)) for n in impls
                       for b in sorted(sizes) if b >= min(512, max(sizes)) and b % 4 == 0]
+        elif task in TEXT_TASKS:  # B pairs (K unused, recorded as 1), D=128 unless --dims
+            cases += [Case(task, n, b, 1, d) for d in (a.dims or (128,)) for n in impls
+                      for b in sorted(sizes)]
         elif task in LOSS_TASKS:
             cases += [Case(task, n, b, k, d) for d in dims for k in ks for n in impls
                       for b in sorted(sizes) if b % k == 0 and b > k]
@@ -157,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     meta.update(load_end=load_average(), wall_s=time.monotonic() - start)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if a.plot and plot_scaling(results, a.plot):
-        meta["plot"] = os.path.relpath(a.plot, out.parent)
+    measured = {r["task"] for r in results if r["status"] == "ok"}
+    plot_task = next((t for t in ("batch_all", *LOSS_TASKS) if t in measured), None)
+    if a.plot and plot_task and plot_scaling(results, a.plot, task=plot_task):
+        meta.update(plot=os.path.relpath(a.plot, out.parent), plot_task=plot_task)
     text = render(results, meta)
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .cases import EVAL_TASK, LOSS_TASKS, PROXY_TASKS, Case
-from .inputs import PROXY_CLASSES, clustered
+from .inputs import PROXY_CLASSES, TEXT_TASKS, clustered, text_pairs
 from .memory import PeakMemory
 
 RESULT_PREFIX = "RESULT "
@@ -88,7 +88,11 @@ def run_case(case: Case, settings: Settings, grad_path: str | None = None) -> di
     device = torch.device(settings.device)
     param = settings.threads if case.task == EVAL_TASK else settings.margin
     fn = case.spec.build(param)
-    x, labels = clustered(case.batch, case.k, case.dim, seed=settings.seed, spread=_spread(case))
+    if case.task in TEXT_TASKS:  # x = the two sides of B pairs stacked, labels = their scores
+        x, labels = text_pairs(case.task, case.batch, case.dim, seed=settings.seed)
+    else:
+        x, labels = clustered(case.batch, case.k, case.dim, seed=settings.seed,
+                              spread=_spread(case))
     if case.task in PROXY_TASKS:
         labels = labels % PROXY_CLASSES
     x, labels = x.to(device, getattr(torch, settings.dtype)), labels.to(device)

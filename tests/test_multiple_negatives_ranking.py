@@ -129,6 +129,25 @@ def test_exact_duplicates_are_found_without_labels():
     assert kept[1] > got[1] and kept[0] == got[0]
 
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_exact_duplicates_by_value_signed_zero_and_one_ulp(dtype):
+    """Duplicates are equal values (0.0 = −0.0, as torch.unique); one ulp apart is no duplicate."""
+    g = torch.Generator().manual_seed(13)
+    p = torch.randn(6, 5, generator=g)
+    p[0, 2], p[3], p[4] = 0.0, p[0], p[1]
+    p[3, 2] = -0.0
+    a, p = (p + 0.1 * torch.randn(6, 5, generator=g)).to(dtype), p.to(dtype)
+    ints = {torch.float64: torch.int64, torch.float32: torch.int32, torch.bfloat16: torch.int16}
+    p[4, :1].view(ints[dtype])[0] += 1  # pair 4's positive is one ulp from pair 1's
+    got = multiple_negatives_ranking_loss(a, p, reduction="none")
+    want = multiple_negatives_ranking_loss(a, p, labels=torch.tensor([0, 1, 2, 0, 4, 5]),
+                                           reduction="none")
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    unmasked = multiple_negatives_ranking_loss(a, p, exclude_duplicates=False, reduction="none")
+    assert (unmasked[[0, 3]] > got[[0, 3]]).all()
+    assert (unmasked[[1, 2, 4, 5]] == got[[1, 2, 4, 5]]).all()
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_float64_gradients_match_finite_differences(symmetric):
     a, p, n = rand(4, 3, seed=13), rand(4, 3, seed=14), rand(4, 2, 3, seed=15)

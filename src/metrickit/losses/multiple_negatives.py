@@ -32,28 +32,51 @@ from ._registry import register_loss
 SIMILARITIES = ("cosine", "dot")
 
 
-def _similarity(x: Tensor, y: Tensor, similarity: str) -> Tensor:
-    """[N, M] cosine similarities or dot products (in the compute dtype of x)."""
+def _similarity(x: Tensor, y: Tensor, similarity: str, scale: float = 1.0) -> Tensor:
+    """[N, M] λ·cosine similarities or λ·dot products (in the compute dtype of x); λ = ``scale``
+    multiplies the N×D rows of x rather than the N×M result."""
     dtype = compute_dtype(x)
     x, y = x.to(dtype), y.to(dtype)
     if similarity == "cosine":
         x, y = F.normalize(x, dim=1), F.normalize(y, dim=1)
-    return x @ y.T
+    return (scale * x) @ y.T
 
 
 def _cross_entropy_rows(logits: Tensor, target: Tensor, masked: Tensor | None) -> Tensor:
     """[N] −logits[i, target[i]] + log Σ_j exp(logits[i, j]) over the columns not ``masked``."""
     if masked is not None:
         logits = logits.masked_fill(masked, float("-inf"))
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    return torch.logsumexp(logits, dim=1) - logits[rows, target]
+    return F.cross_entropy(logits, target, reduction="none")  # fused log-softmax and gather
 
 
-def _exact_ids(rows: Tensor) -> Tensor:
-    """[N] an id per row, equal for rows that are equal bit for bit (no gradient)."""
-    if rows.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=rows.device)
-    return torch.unique(rows.detach(), dim=0, return_inverse=True)[1]
+def _cross_entropy_columns(logits: Tensor, masked: Tensor | None) -> Tensor:
+    """[N] −logits[i, i] + log Σ_j exp(logits[j, i]) over the rows not ``masked`` (N×N)."""
+    if masked is not None:
+        logits = logits.masked_fill(masked, float("-inf"))
+    return -F.log_softmax(logits, dim=0).diagonal()
+
+
+_BITS = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
+         torch.float64: torch.int64}
+_PRIME = 2**31 - 1
+
+
+def _exact_ids(rows: Tensor) -> Tensor | None:
+    """[N] an id per row, equal for rows that are equal value for value (no gradient); None
+    when no two rows are equal.
+
+    Rows are first hashed exactly (their bits, modulo a prime, in int64 arithmetic): equal rows
+    have equal hashes, so distinct hashes prove there is no duplicate without sorting the rows.
+    """
+    if rows.shape[0] < 2:
+        return None
+    x = rows.detach() + 0.0  # −0.0 becomes 0.0: equal values, equal bits
+    bits = x.view(_BITS[x.dtype]).long().remainder(_PRIME)
+    weights = torch.randint(1, _PRIME, (x.shape[1],), generator=torch.Generator().manual_seed(0))
+    hashes = (bits * weights.to(x.device)).remainder(_PRIME).sum(1)
+    if torch.unique(hashes).numel() == hashes.numel():
+        return None
+    return torch.unique(x, dim=0, return_inverse=True)[1]
 
 
 def multiple_negatives_ranking_loss(
@@ -138,18 +161,17 @@ def multiple_negatives_ranking_loss(
     check_reduction(reduction)
 
     candidates = positives if negatives is None else torch.cat([positives, negatives])
-    logits = scale * _similarity(anchors, candidates, similarity)
+    logits = _similarity(anchors, candidates, similarity, scale)
     own = torch.arange(b, device=anchors.device)
     ids = _ids(positives, negatives, labels, negative_labels, exclude_duplicates)
     masked = None
-    if ids is not None:
+    if ids is not None and torch.unique(ids).numel() < ids.numel():  # else nothing to mask
         cols = torch.arange(candidates.shape[0], device=anchors.device)
         masked = (ids[None, :] == ids[:b, None]) & (cols[None, :] != own[:, None])
     loss = _cross_entropy_rows(logits, own, masked)
     if symmetric:
-        reverse = logits[:, :b].T  # s(p_i, a_j)
-        loss = 0.5 * (loss + _cross_entropy_rows(reverse, own, None if masked is None
-                                                 else masked[:, :b].T))
+        reverse = _cross_entropy_columns(logits[:, :b], None if masked is None else masked[:, :b])
+        loss = 0.5 * (loss + reverse)  # column i of logits[:, :b] holds s(p_i, a_j)
     return reduce(loss, reduction).to(anchors.dtype)
 
 
@@ -228,7 +250,7 @@ def batch_multiple_negatives_ranking_loss(
     rows = torch.arange(b, device=embeddings.device)
     keep = negative.clone()
     keep[rows, partner] = True
-    loss = _cross_entropy_rows(scale * _similarity(embeddings, refs.embeddings, similarity),
+    loss = _cross_entropy_rows(_similarity(embeddings, refs.embeddings, similarity, scale),
                                partner, ~keep)
     if reduction == "none":
         return loss[is_anchor].to(embeddings.dtype)
