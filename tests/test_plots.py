@@ -86,6 +86,26 @@ def test_loss_curve_rejects_nothing_and_bad_shapes(tmp_path):
         plots.plot_loss_curve(np.ones((3, 2)), [1.0], tmp_path / "x.png")
 
 
+@pytest.mark.parametrize(
+    "steps, at, scores",
+    [
+        (np.exp(-np.arange(360) / 90), [0, 100, 200, 360], {"dev spearman": [82, 85, 86, 86.5]}),
+        ([0.5], [0, 1], {"dev spearman": [10.0, np.nan], "dev pearson": [9.0, 11.0]}),
+        (np.logspace(2, -2, 30), [30], {"score": torch.tensor([0.3])}),
+    ],
+)
+def test_eval_curve_writes_png(tmp_path, steps, at, scores):
+    assert_png(plots.plot_eval_curve(steps, at, scores, tmp_path / "curve.png", title="run"))
+
+
+def test_eval_curve_rejects_mismatched_scores(tmp_path):
+    with pytest.raises(ValueError, match="scores is empty"):
+        plots.plot_eval_curve([1.0], [1], {}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"scores\['dev'\] has 2 values for 3 eval_steps"):
+        plots.plot_eval_curve([1.0], [0, 1, 2], {"dev": [1.0, 2.0]}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_smoothing_is_a_trailing_mean_skipping_nans():
     y = np.array([1.0, 3.0, np.nan, 5.0, 7.0, 9.0])
     want = []

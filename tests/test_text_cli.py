@@ -180,3 +180,42 @@ def test_train_pairs_cached(model_dir, data_files, tmp_path, capsys):
     assert main(argv) == 0  # --data is accepted for --dataset
     assert json.loads((out / "config.json").read_text())["fit"]["mini_batch_size"] == 5
     assert "no test data" in error_of(capsys, ["text", "evaluate", str(out)])
+
+
+@pytest.mark.skipif(not HAS_LOSSES, reason="the contract's text losses are not in this metrickit")
+def test_train_with_dev_curve_best_and_precision(model_dir, data_files, tmp_path, monkeypatch):
+    from metrickit import plots
+
+    drawn = []
+
+    def spy(steps, at, scores, path, title=None):
+        drawn.append((list(steps), list(at), {k: list(v) for k, v in scores.items()}))
+        return real(steps, at, scores, path, title)
+
+    real = plots.plot_eval_curve
+    monkeypatch.setattr(plots, "plot_eval_curve", spy)
+    out = tmp_path / "dev"
+    argv = [
+        "text", "train", "--model", str(model_dir), "--dataset", str(data_files / "train.tsv"),
+        "--dev-data", str(data_files / "test.tsv"), "--eval-data", str(data_files / "test.tsv"),
+        "--score-range", "0", "5", "--loss", "cosent", "--batch-size", "8", "--lr", "1e-3",
+        "--epochs", "2", "--eval-steps", "2", "--best-metric", "spearman", "--precision", "bf16",
+        "--threads", "1", "--quiet", "-o", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    history = json.loads((out / "history.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["fit"]["precision"] == "bf16" and config["dev_data"].endswith("test.tsv")
+    # the zero-shot model at step 0, then steps 2, 3 (end of epoch 1), 4, 6 (end of epoch 2)
+    assert [row["step"] for row in history["eval"]] == [0, 2, 3, 4, 6]
+    best = max(history["eval"][1:], key=lambda row: row["spearman"])
+    assert history["best"] == {"step": best["step"], "metric": "spearman",
+                               "value": pytest.approx(best["spearman"])}  # fmt: skip
+    assert drawn == [(
+        pytest.approx(history["step_loss"]), [0, 2, 3, 4, 6],
+        {"dev spearman": pytest.approx([row["spearman"] for row in history["eval"]])},
+    )]  # fmt: skip
+    assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the saved model is the best evaluation's: its test score is that dev score (dev = test)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fine_tuned"]["spearman"] == pytest.approx(best["spearman"], abs=1e-3)

@@ -7,7 +7,7 @@ pytest.importorskip("transformers")
 from metrickit.text.cached import cached_backward  # noqa: E402
 from metrickit.text.data import ScoredPairs, TextPairs  # noqa: E402
 from metrickit.text.encoder import SentenceEncoder  # noqa: E402
-from metrickit.text.fit import FitConfig, fit, linear_warmup  # noqa: E402
+from metrickit.text.fit import FitConfig, fit  # noqa: E402
 from metrickit.text.losses import PAIRS, SCORED, TextLoss, get_text_loss  # noqa: E402
 from tiny_text import WORDS, tiny_bert, tiny_tokenizer  # noqa: E402
 
@@ -93,13 +93,6 @@ def test_cached_with_dropout_restores_rng_per_chunk():
     assert torch.equal(torch.get_rng_state(), state_after)  # the RNG moves on as uncached
 
 
-def test_linear_warmup_schedule():
-    f = linear_warmup(total_steps=10, warmup_steps=2)
-    assert [f(s) for s in range(11)] == pytest.approx(
-        [0, 0.5, 1, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0]
-    )
-
-
 def _pairs(n=24):
     a = _sentences(n, 10)
     return TextPairs(a, [s + " with a dog" for s in a], name="toy")
@@ -115,7 +108,8 @@ def test_fit_pairs_learns_and_is_seeded():
         runs.append(history)
     assert runs[0]["step_loss"] == runs[1]["step_loss"]  # same seed, same run
     assert len(runs[0]["step_loss"]) == 9 and len(runs[0]["eval"]) == 3
-    assert runs[0]["lr"][0] == 0.0 and max(runs[0]["lr"]) == pytest.approx(1e-3)
+    # the shared schedule: linear warmup over ceil(0.1 × 9) = 1 step, then linear decay to 0
+    np.testing.assert_allclose(runs[0]["lr"], [1e-3] + [1e-3 * (1 - k / 8) for k in range(8)])
     first = np.mean(runs[0]["step_loss"][:3])
     last = np.mean(runs[0]["step_loss"][-3:])
     assert last < first
@@ -163,3 +157,111 @@ def test_text_losses_are_the_contract_functions():
         get_text_loss("cosent", margin=1.0)
     with pytest.raises(ValueError, match="scores"):
         get_text_loss("cosent")([x1, x2])
+
+
+class _Recorder:
+    def __init__(self):
+        self.steps, self.epochs, self.evaluations = [], [], []
+
+    def on_step(self, trainer, step, result):
+        self.steps.append((step, result.loss, trainer.optimizer.param_groups[0]["lr"]))
+
+    def on_epoch(self, trainer, epoch, row):
+        self.epochs.append((epoch, dict(row)))
+
+    def on_evaluate(self, trainer, split, metrics):
+        self.evaluations.append((split, trainer.step, dict(metrics)))
+
+
+def _scripted(values):
+    """An evaluate function returning ``values`` in turn, keeping each call's weights."""
+    states = []
+
+    def evaluate(enc):
+        states.append({k: v.clone() for k, v in enc.state_dict().items()})
+        return {"spearman": values[len(states) - 1]}
+
+    return evaluate, states
+
+
+def test_fit_callbacks_and_step_evaluations():
+    data = _pairs(24)  # 3 steps per epoch
+    recorder = _Recorder()
+    evaluate, _ = _scripted([1.0, 2.0, 3.0, 4.0])
+    config = FitConfig(loss=MNRL, batch_size=8, lr=1e-3, epochs=2, eval_steps=2)
+    history = fit(_encoder(dtype=torch.float32), data, config, evaluate, callbacks=[recorder])
+    assert [s for s, _, _ in recorder.steps] == [1, 2, 3, 4, 5, 6]
+    assert [loss for _, loss, _ in recorder.steps] == history["step_loss"]
+    # step 2 (mid-epoch), 3 (end of epoch 1), 4 (mid-epoch), 6 (end of epoch 2)
+    assert [(r["step"], r["epoch"]) for r in history["eval"]] == [
+        (2, pytest.approx(2 / 3)), (3, 1), (4, pytest.approx(1 + 1 / 3)), (6, 2)
+    ]
+    assert [r["spearman"] for r in history["eval"]] == [1.0, 2.0, 3.0, 4.0]
+    assert [(split, step) for split, step, _ in recorder.evaluations] == [
+        ("validation", 2), ("validation", 3), ("validation", 4), ("validation", 6)
+    ]
+    assert [e for e, _ in recorder.epochs] == [1, 2]
+    row = recorder.epochs[0][1]
+    assert row["dev_spearman"] == 2.0 and row["loss"] == pytest.approx(
+        np.mean(history["step_loss"][:3])
+    )
+    assert "best" not in history  # no best_metric: the last weights are kept
+
+
+def test_fit_keeps_best_weights_and_stops_early():
+    data = _pairs(24)
+    evaluate, states = _scripted([0.1, 0.9, 0.3, 0.2, 0.8])
+    config = FitConfig(loss=MNRL, batch_size=8, lr=1e-3, epochs=3, eval_steps=1,
+                       best_metric="spearman", patience=2)  # fmt: skip
+    enc = _encoder(dtype=torch.float32)
+    history = fit(enc, data, config, evaluate)
+    # evaluations at steps 1, 2 (best), 3, 4: two without improvement → stop after step 4
+    assert len(history["step_loss"]) == 4 and len(states) == 4
+    assert history["best"] == {"step": 2, "metric": "spearman", "value": 0.9}
+    for k, v in enc.state_dict().items():
+        torch.testing.assert_close(v, states[1][k], rtol=0, atol=0)
+    assert not torch.equal(states[1]["model.embeddings.word_embeddings.weight"],
+                           states[3]["model.embeddings.word_embeddings.weight"])  # fmt: skip
+    with pytest.raises(ValueError, match="best_metric"):
+        fit(enc, data, FitConfig(loss=MNRL, best_metric="spearman"))  # nothing to evaluate
+    with pytest.raises(ValueError, match="best_metric 'nope'"):
+        fit(enc, data, FitConfig(loss=MNRL, best_metric="nope"), evaluate=lambda e: {"a": 1.0})
+    with pytest.raises(ValueError, match="patience"):
+        FitConfig(patience=1)
+    with pytest.raises(ValueError, match="precision"):
+        FitConfig(precision="16")
+
+
+def test_stop_from_a_callback_ends_after_the_epoch():
+    class Stop:
+        def on_step(self, trainer, step, result):
+            trainer.should_stop = True
+
+    config = FitConfig(loss=MNRL, batch_size=8, lr=1e-3, epochs=3)
+    history = fit(_encoder(dtype=torch.float32), _pairs(24), config, callbacks=[Stop()])
+    assert len(history["step_loss"]) == 3 and len(history["epoch_seconds"]) == 1
+    with pytest.raises(TypeError, match="hooks"):
+        fit(_encoder(dtype=torch.float32), _pairs(24), config, callbacks=[object()])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_cached_like_uncached(precision):
+    from metrickit.text.fit import train_step
+    from metrickit.training.precision import MixedPrecision
+
+    columns = [_sentences(8, 3), _sentences(8, 4)]
+    grads = []
+    for mini in (None, 3):
+        enc = _encoder(dtype=torch.float32)
+        enc.train()
+        amp = MixedPrecision(precision, "cpu")
+        value = train_step(enc, get_text_loss("mnrl"), columns, None, mini, amp)
+        assert value.dtype == torch.float32 and torch.isfinite(value)
+        grads.append(_grads(enc))
+    got, want = (torch.cat([g.flatten() for g in gs]) for gs in grads)
+    # the same half-precision forward, chunked or not (whole-vector tolerance: some gradients,
+    # e.g. of the attention keys' biases, are 0 up to rounding)
+    assert (got - want).norm() <= 0.02 * want.norm()
+    config = FitConfig(loss=MNRL, batch_size=8, lr=1e-3, precision=precision, mini_batch_size=4)
+    history = fit(_encoder(dtype=torch.float32), _pairs(16), config)
+    assert np.isfinite(history["step_loss"]).all() and len(history["step_loss"]) == 2

@@ -121,6 +121,52 @@ def plot_loss_curve(
     return _save(fig, path)
 
 
+def plot_eval_curve(
+    step_losses: ArrayLike,
+    eval_steps: ArrayLike,
+    scores: Mapping[str, ArrayLike],
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """Two panels over the optimiser steps: the training loss of every step (and its moving
+    average when there are ≥ 10 steps) above, and each named evaluation score (e.g. the dev
+    Spearman) at ``eval_steps`` below (step 0: before training), its highest value labelled."""
+    losses = _floats(step_losses, "step_losses")
+    at = _floats(eval_steps, "eval_steps")
+    if not scores:
+        raise ValueError("scores is empty: nothing to plot (use plot_loss_curve for the loss)")
+    series = {name: _floats(v, f"scores[{name!r}]") for name, v in scores.items()}
+    for name, values in series.items():
+        if values.size != at.size:
+            raise ValueError(
+                f"scores[{name!r}] has {values.size} values for {at.size} eval_steps"
+            )
+    fig = Figure(figsize=(7.0, 5.6))
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    x = np.arange(1, losses.size + 1)
+    top.plot(x, losses, lw=0.6, alpha=0.45, color="C0", label="step")
+    if losses.size >= 10:
+        window = max(2, losses.size // 50)
+        top.plot(x, _smooth(losses, window), lw=1.6, color="C0", label=f"moving avg ({window})")
+    if losses.size and _use_log_scale(losses):
+        top.set_yscale("log")
+    top.set_ylabel("training loss")
+    top.legend(loc="upper right", fontsize=8)
+    for k, (name, values) in enumerate(series.items()):
+        bottom.plot(at, values, "o-", ms=4, color=f"C{(k + 1) % 10}", label=name)
+        if values.size:
+            best = int(np.nanargmax(values)) if np.isfinite(values).any() else 0
+            bottom.annotate(f"{values[best]:.2f}", (at[best], values[best]), fontsize=8,
+                            textcoords="offset points", xytext=(0, 6), ha="center")  # fmt: skip
+    bottom.set_ylabel("evaluation")
+    bottom.set_xlabel("step")
+    bottom.legend(loc="lower right", fontsize=8)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "learning curve")
+    return _save(fig, path)
+
+
 # ---------------------------------------------------------------------------------------------
 # loss against distance
 

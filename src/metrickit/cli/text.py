@@ -52,9 +52,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--seed", type=int, default=0)
     add("--mini-batch-size", type=int, help="GradCache: embed the batch this many texts at a time")
     add("--min-score", type=float, help="pair losses on scored data: keep pairs scored >= this")
+    add("--precision", choices=("32", "bf16", "fp16"), default="32",
+        help="32, or mixed precision: bf16 autocast, fp16 autocast with loss scaling [32]")
+    add("--eval-steps", type=int, default=0, metavar="N",
+        help="evaluate on the dev split every N steps too (0: after each epoch only)")
+    add("--best-metric", metavar="METRIC",
+        help="keep the weights of the best dev evaluation by METRIC (e.g. spearman), not the last")
+    add("--patience", type=int, default=0, metavar="N",
+        help="with --best-metric: stop after N evaluations without improvement (0: never)")
     add("--score-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help="scores' range")
     add("--max-seq-length", type=int, help="truncate texts to this many tokens")
     add("--eval-data", help="test file (default: the data set's test split)")
+    add("--dev-data", help="dev file, evaluated during training (default: the data set's dev "
+        "split; stsb has one)")
     add_threads(train)
     add_output(train, "new run directory", required=True)
     add_quiet(train)
@@ -114,6 +124,10 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         mini_batch_size=args.mini_batch_size,
         min_score=args.min_score,
+        precision=args.precision,
+        eval_steps=args.eval_steps,
+        best_metric=args.best_metric,
+        patience=args.patience,
     )
     get_text_loss(config.loss, **config.loss_params)  # a bad loss fails before any work
     apply_threads(args)
@@ -125,6 +139,7 @@ def run_train(args: argparse.Namespace) -> int:
             args.dataset,
             config,
             eval_data=args.eval_data,
+            dev_data=args.dev_data,
             score_range=tuple(args.score_range) if args.score_range else None,
             max_seq_length=args.max_seq_length,
             progress=not args.quiet,

@@ -23,6 +23,9 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
+from ..training.precision import MixedPrecision
+
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
@@ -36,6 +39,11 @@ def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device) ->
         torch.cuda.set_rng_state(state[1], device)
 
 
+def as_float32(embeddings: Tensor) -> Tensor:
+    """Half-precision embeddings (from autocast) in float32, for the loss; others unchanged."""
+    return embeddings.float() if embeddings.dtype in _HALF else embeddings
+
+
 def _chunks(texts: Sequence[str], size: int) -> list[Sequence[str]]:
     return [texts[i : i + size] for i in range(0, len(texts), size)]
 
@@ -46,29 +54,32 @@ def cached_backward(
     loss_fn: Callable[[list[Tensor], Tensor | None], Tensor],
     scores: Tensor | None = None,
     mini_batch_size: int = 32,
+    amp: MixedPrecision | None = None,
 ) -> Tensor:
     """Accumulate into ``encoder``'s parameter gradients the gradient of
     ``loss_fn([embeddings of each column], scores)``, ``mini_batch_size`` texts at a time;
     return the (detached) loss.
 
     ``encoder`` is a :class:`~metrickit.text.SentenceEncoder` (anything with ``embed(texts)``
-    and ``device``).
+    and ``device``). ``amp``: the encoder runs under its precision and the loss is
+    backpropagated through its loss scaling (fp16); None: float32.
     """
     size = check_positive_int(mini_batch_size, "mini_batch_size")
     device = encoder.device
+    amp = amp or MixedPrecision("32", device)
     states: list[list[tuple[Tensor, Tensor | None]]] = []
     leaves: list[Tensor] = []
     for column in columns:
         parts, column_states = [], []
         for chunk in _chunks(column, size):
             column_states.append(_rng_state(device))
-            with torch.no_grad():
-                parts.append(encoder.embed(chunk))
+            with torch.no_grad(), amp.autocast():
+                parts.append(as_float32(encoder.embed(chunk)))
         states.append(column_states)
         leaves.append(torch.cat(parts).requires_grad_(True))
     after = _rng_state(device)
     loss = loss_fn(leaves, scores)
-    loss.backward()
+    amp.backward(loss)
     for column, leaf, column_states in zip(columns, leaves, states, strict=True):
         if leaf.grad is None:
             continue
@@ -76,6 +87,8 @@ def cached_backward(
             _chunks(column, size), column_states, leaf.grad.split(size), strict=True
         ):
             _set_rng_state(state, device)
-            encoder.embed(chunk).backward(grad)
+            with amp.autocast():
+                embeddings = as_float32(encoder.embed(chunk))
+            embeddings.backward(grad)
     _set_rng_state(after, device)
     return loss.detach()

@@ -1,30 +1,46 @@
-"""A small fit loop for sentence encoders.
+"""The fit loop of sentence encoders, built from the open trainer's pieces.
 
 AdamW (no weight decay on biases and LayerNorm weights), a linear learning-rate warmup over the
-first ``warmup_ratio`` of the steps then a linear decay to 0 (as Hugging Face's
-``get_linear_schedule_with_warmup``), gradient-norm clipping, one seed for the batch order and
-dropout, float32. Scored pairs are shuffled at random; pairs for in-batch-negatives losses come
+first ``warmup_ratio`` of the steps then a linear decay to 0, gradient-norm clipping, the chosen
+precision, one seed for the batch order and dropout, and callbacks with the hooks of
+:mod:`metrickit.training.callbacks`; all of these are :mod:`metrickit.training`'s own (schedule,
+clipping, :class:`~metrickit.training.precision.MixedPrecision`, best-evaluation tracking and
+early stopping). Scored pairs are shuffled at random; pairs for in-batch-negatives losses come
 from :class:`~metrickit.text.NoDuplicatesBatchSampler`. With ``mini_batch_size`` set, each step
 is a :func:`~metrickit.text.cached.cached_backward` (GradCache): exact gradients of the whole
 batch with the memory of one mini-batch.
 
-It is self-contained on purpose (the general trainer of :mod:`metrickit.training` works on
-labelled tensors); it can move onto an open trainer once there is one.
+The general :class:`~metrickit.training.Trainer` steps on labelled tensors drawn P×K and
+evaluates by class labels; a text batch is columns of strings (and scores) drawn without
+duplicate texts, stepped through GradCache, evaluated by STS scores — so this loop is its own,
+and everything around the step is shared.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._validation import check_bool, check_int, check_nonnegative, check_positive, check_real
-from .cached import cached_backward
+from .._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_real,
+)
+from ..training.best import initial_best, patience_spent, track_best
+from ..training.callbacks import CallbackList
+from ..training.precision import PRECISIONS, MixedPrecision
+from ..training.schedules import clip_gradients, warmup_schedule
+from ..training.trainer import StepResult
+from .cached import as_float32, cached_backward
 from .data import ScoredPairs, TextPairs
 from .losses import PAIRS, SCORED, TextLoss, get_text_loss
 from .sampler import NoDuplicatesBatchSampler
@@ -33,7 +49,14 @@ from .sampler import NoDuplicatesBatchSampler
 @dataclass
 class FitConfig:
     """Options of :func:`fit` (the defaults of sentence-transformers' trainer where it has one;
-    ``lr`` 2e-5 and ``batch_size`` 16 are the usual STS-B fine-tuning values)."""
+    ``lr`` 2e-5 and ``batch_size`` 16 are the usual STS-B fine-tuning values).
+
+    ``precision``: ``"32"``, ``"bf16"`` or ``"fp16"`` (see
+    :class:`~metrickit.training.precision.MixedPrecision`; the loss runs in float32).
+    ``eval_steps``: evaluate every this many steps besides each epoch's end (0: epoch ends only).
+    ``best_metric``: keep the weights of the best evaluation by this metric (e.g. ``spearman``)
+    instead of the last; ``patience``: stop after that many evaluations without improving it.
+    """
 
     loss: str | TextLoss = "cosent"
     loss_params: dict[str, Any] = field(default_factory=dict)
@@ -46,6 +69,10 @@ class FitConfig:
     seed: int = 0
     mini_batch_size: int | None = None
     min_score: float | None = None
+    precision: str = "32"
+    eval_steps: int = 0
+    best_metric: str | None = None
+    patience: int = 0
 
     def __post_init__(self) -> None:
         check_int(self.epochs, "epochs", low=1)
@@ -59,6 +86,13 @@ class FitConfig:
             check_int(self.mini_batch_size, "mini_batch_size", low=1)
         if self.min_score is not None:
             check_real(self.min_score, "min_score")
+        check_choice(self.precision, "precision", PRECISIONS)
+        check_int(self.eval_steps, "eval_steps", low=0)
+        check_int(self.patience, "patience", low=0)
+        if self.best_metric is not None and not isinstance(self.best_metric, str):
+            raise TypeError(f"best_metric must be a metric name or None, got {self.best_metric!r}")
+        if self.patience and self.best_metric is None:
+            raise ValueError("patience (early stopping) needs best_metric, the metric to watch")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -109,24 +143,148 @@ def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def linear_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """Learning-rate factor: 0 → 1 over ``warmup_steps``, then linearly down to 0 at the end."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return factor
-
-
-def train_step(encoder, loss: TextLoss, columns, scores, mini_batch_size: int | None) -> Tensor:
-    """Forward and backward of one batch (cached when ``mini_batch_size`` is set)."""
+def train_step(
+    encoder,
+    loss: TextLoss,
+    columns,
+    scores,
+    mini_batch_size: int | None,
+    amp: MixedPrecision | None = None,
+) -> Tensor:
+    """Forward and backward of one batch (cached when ``mini_batch_size`` is set); the encoder
+    runs under ``amp``'s precision (float32 when None), the loss in float32."""
+    amp = amp or MixedPrecision("32", encoder.device)
     if mini_batch_size is not None:
-        return cached_backward(encoder, columns, loss, scores, mini_batch_size)
-    value = loss([encoder.embed(c) for c in columns], scores)
-    value.backward()
+        return cached_backward(encoder, columns, loss, scores, mini_batch_size, amp)
+    with amp.autocast():
+        embeddings = [encoder.embed(c) for c in columns]
+    value = loss([as_float32(e) for e in embeddings], scores)
+    amp.backward(value)
     return value.detach()
+
+
+class TextTrainer:
+    """One fit of a sentence encoder: the loop of :func:`fit`, and the ``trainer`` object its
+    callbacks receive (``encoder``/``model``, ``optimizer``, ``scheduler``, ``history``,
+    ``epoch``, ``step``, ``best``; as in :mod:`~metrickit.training.callbacks`, setting
+    ``should_stop = True`` ends training after the current epoch). Evaluations report to
+    ``on_evaluate`` as the ``"validation"`` split; early stopping (``patience``) is checked at
+    every evaluation."""
+
+    def __init__(
+        self,
+        encoder,
+        data: TextPairs | ScoredPairs,
+        config: FitConfig | None = None,
+        evaluate: Callable[[Any], dict[str, float]] | None = None,
+        callbacks: Iterable[object] = (),
+        progress: bool = False,
+    ) -> None:
+        self.config = cfg = config or FitConfig()
+        self.progress = check_bool(progress, "progress")
+        loss = cfg.loss
+        self.loss = loss if isinstance(loss, TextLoss) else get_text_loss(loss, **cfg.loss_params)
+        self.data = prepare_data(data, self.loss, cfg.min_score)
+        if len(self.data) == 0:
+            raise ValueError(f"no training data left in {self.data.name!r}")
+        if cfg.best_metric is not None and evaluate is None:
+            raise ValueError("best_metric needs evaluation data (an evaluate function)")
+        self.encoder = self.model = encoder
+        self.evaluate = evaluate
+        self.callbacks = CallbackList(callbacks)
+        self.amp = MixedPrecision(cfg.precision, encoder.device)
+        self.steps_per_epoch = math.ceil(len(self.data) / cfg.batch_size)
+        total = self.steps_per_epoch * cfg.epochs
+        self.optimizer = _optimizer(encoder, cfg.lr, cfg.weight_decay)
+        warmup = math.ceil(cfg.warmup_ratio * total)
+        self.scheduler = warmup_schedule(self.optimizer, total, warmup, "linear")
+        self.history: dict[str, list] = {"step_loss": [], "lr": [], "epoch_seconds": [], "eval": []}
+        self.epoch = self.step = 0
+        self.best = initial_best()
+        self.best_state: dict[str, Tensor] | None = None
+        self.should_stop = False
+
+    def fit(self) -> dict[str, list]:
+        """Train in place; return the history: ``step_loss`` and ``lr`` per step,
+        ``epoch_seconds`` per epoch (training only) and ``eval``, one row per evaluation
+        (``step``, ``epoch``, the metrics). With ``best_metric``, the encoder ends with the
+        weights of the best evaluation (``best`` in the history)."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        total = self.steps_per_epoch * cfg.epochs
+        torch.manual_seed(cfg.seed)
+        bar = tqdm(total=total, desc=f"fit {self.loss.name}", disable=not self.progress)
+        self.encoder.train()
+        try:
+            for epoch in range(cfg.epochs):
+                row = self._train_epoch(epoch, bar)
+                self.callbacks.on_epoch(self, epoch + 1, row)
+                if self.should_stop or patience_spent(self.best, cfg.patience):
+                    break
+        finally:
+            bar.close()
+            self.encoder.eval()
+        if self.best_state is not None:
+            self.encoder.load_state_dict(self.best_state)
+            best = self.best
+            self.history["best"] = {"step": best["epoch"], "metric": cfg.best_metric,
+                                    "value": best["value"]}  # fmt: skip
+        return self.history
+
+    def _train_epoch(self, epoch: int, bar) -> dict[str, float]:
+        cfg, history = self.config, self.history
+        columns = self.data.columns()
+        scores = None
+        if self.loss.kind == SCORED:
+            scores = torch.as_tensor(self.data.scores, dtype=torch.float32)
+        start, evaluating, losses = time.perf_counter(), 0.0, []
+        order = list(_batches(self.data, self.loss, cfg.batch_size, cfg.seed, epoch))
+        for n, index in enumerate(order, start=1):
+            ids = index.tolist() if isinstance(index, Tensor) else index
+            batch = [[col[i] for i in ids] for col in columns]
+            batch_scores = None if scores is None else scores[ids].to(self.encoder.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            value = float(
+                train_step(self.encoder, self.loss, batch, batch_scores, cfg.mini_batch_size,
+                           self.amp)
+            )  # fmt: skip
+            history["lr"].append(self.optimizer.param_groups[0]["lr"])
+            self.amp.step(self.optimizer, lambda: clip_gradients(
+                self.encoder.parameters(), cfg.max_grad_norm))  # fmt: skip
+            self.scheduler.step()
+            self.step += 1
+            history["step_loss"].append(value)
+            losses.append(value)
+            bar.update()
+            bar.set_postfix(loss=f"{value:.4f}")
+            self.callbacks.on_step(self, self.step, StepResult(value))
+            if cfg.eval_steps and self.step % cfg.eval_steps == 0 and n < len(order):
+                tick = time.perf_counter()  # (the epoch's end is evaluated below)
+                self._evaluate(epoch + n / len(order))
+                evaluating += time.perf_counter() - tick
+                if patience_spent(self.best, cfg.patience):
+                    break
+        seconds = time.perf_counter() - start - evaluating
+        history["epoch_seconds"].append(seconds)
+        self.epoch = epoch + 1
+        row = {"epoch": epoch + 1, "loss": sum(losses) / max(len(losses), 1), "time": seconds}
+        row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        if self.evaluate is not None and not patience_spent(self.best, cfg.patience):
+            row |= {f"dev_{k}": v for k, v in self._evaluate(epoch + 1).items()}
+        return row
+
+    def _evaluate(self, epoch: float) -> dict[str, float]:
+        metrics = self.evaluate(self.encoder)
+        self.encoder.train()
+        self.history["eval"].append({"step": self.step, "epoch": epoch, **metrics})
+        self.callbacks.on_evaluate(self, "validation", metrics)
+        if self.config.best_metric is not None:
+            if track_best(self.best, self.config.best_metric, metrics, self.step):
+                self.best_state = {
+                    k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()
+                }
+        return metrics
 
 
 def fit(
@@ -135,54 +293,13 @@ def fit(
     config: FitConfig | None = None,
     evaluate: Callable[[Any], dict[str, float]] | None = None,
     progress: bool = False,
+    callbacks: Iterable[object] = (),
 ) -> dict[str, list]:
     """Train ``encoder`` (a :class:`~metrickit.text.SentenceEncoder`) in place.
 
-    ``evaluate(encoder)`` (optional) runs after each epoch. Returns the history: ``step_loss``
-    and ``lr`` per step, ``epoch_seconds`` (training only) and ``eval`` per epoch.
+    ``evaluate(encoder)`` (optional) returns dev metrics; it runs after each epoch (and every
+    ``config.eval_steps`` steps). ``callbacks``: objects with ``on_step`` / ``on_epoch`` /
+    ``on_evaluate`` hooks (:mod:`metrickit.training.callbacks`). Returns the history (see
+    :meth:`TextTrainer.fit`).
     """
-    config = config or FitConfig()
-    progress = check_bool(progress, "progress")
-    loss = config.loss
-    if not isinstance(loss, TextLoss):
-        loss = get_text_loss(loss, **config.loss_params)
-    data = prepare_data(data, loss, config.min_score)
-    if len(data) == 0:
-        raise ValueError(f"no training data left in {data.name!r}")
-    columns = data.columns()
-    scores = torch.as_tensor(data.scores, dtype=torch.float32) if loss.kind == SCORED else None
-    steps_per_epoch = math.ceil(len(data) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    optimizer = _optimizer(encoder, config.lr, config.weight_decay)
-    warmup = math.ceil(config.warmup_ratio * total)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup(total, warmup))
-    torch.manual_seed(config.seed)
-    history: dict[str, list] = {"step_loss": [], "lr": [], "epoch_seconds": [], "eval": []}
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=f"fit {loss.name}", disable=not progress)
-    encoder.train()
-    try:
-        for epoch in range(config.epochs):
-            start = time.perf_counter()
-            for index in _batches(data, loss, config.batch_size, config.seed, epoch):
-                ids = index.tolist() if isinstance(index, Tensor) else index
-                batch = [[col[i] for i in ids] for col in columns]
-                batch_scores = None if scores is None else scores[ids].to(encoder.device)
-                optimizer.zero_grad(set_to_none=True)
-                value = train_step(encoder, loss, batch, batch_scores, config.mini_batch_size)
-                torch.nn.utils.clip_grad_norm_(encoder.parameters(), config.max_grad_norm)
-                history["lr"].append(optimizer.param_groups[0]["lr"])
-                optimizer.step()
-                schedule.step()
-                history["step_loss"].append(float(value))
-                bar.update()
-                bar.set_postfix(loss=f"{float(value):.4f}")
-            history["epoch_seconds"].append(time.perf_counter() - start)
-            if evaluate is not None:
-                history["eval"].append(evaluate(encoder))
-                encoder.train()
-    finally:
-        bar.close()
-        encoder.eval()
-    return history
+    return TextTrainer(encoder, data, config, evaluate, callbacks, progress).fit()

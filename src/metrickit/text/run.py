@@ -1,10 +1,12 @@
 """Text runs: train a sentence encoder, evaluate it beside the zero-shot model, encode files.
 
 A run directory holds ``config.json`` (the options), ``model/`` (a sentence-transformers model
-directory), ``history.json`` (loss and learning rate per step, seconds and dev scores per
-epoch), ``metrics.json`` (zero-shot and fine-tuned scores on the test data) and the report:
-``learning_curve.png`` and ``cosine_histograms.png`` (cosine distance of similar and dissimilar
-test pairs before and after training).
+directory: the last weights, or the best dev evaluation's with ``best_metric``), ``history.json``
+(loss and learning rate per step, seconds per epoch, one row of dev scores per evaluation, the
+zero-shot model's at step 0), ``metrics.json`` (zero-shot and fine-tuned scores on the test data)
+and the report: ``learning_curve.png`` (training loss per step above the dev Spearman per
+evaluation; the loss alone without dev data) and ``cosine_histograms.png`` (cosine distance of
+similar and dissimilar test pairs before and after training).
 """
 
 from __future__ import annotations
@@ -60,12 +62,23 @@ def evaluate_encoder(
     return metrics, cosine_pairs(emb1, emb2)
 
 
+CURVE_METRICS = ("spearman", "mrr_at_10")  # the first the dev rows have is drawn
+
+
 def _report(out: Path, history: dict, test: ScoredPairs, before, after) -> None:
-    from ..plots import plot_distance_histograms, plot_loss_curve
+    from ..plots import plot_distance_histograms, plot_eval_curve, plot_loss_curve
 
     steps = np.asarray(history["step_loss"])
-    epoch_means = [chunk.mean() for chunk in np.array_split(steps, len(history["epoch_seconds"]))]
-    plot_loss_curve(steps, epoch_means, out / "learning_curve.png", title="text training loss")
+    rows = history["eval"]
+    names = [k for k in CURVE_METRICS if rows and k in rows[0]][:1]
+    scores = {f"dev {k}": [r[k] for r in rows] for k in names}
+    if scores:
+        plot_eval_curve(steps, [r["step"] for r in rows], scores, out / "learning_curve.png",
+                        title="text training: loss and dev score")  # fmt: skip
+    else:
+        chunks = np.array_split(steps, len(history["epoch_seconds"]))
+        plot_loss_curve(steps, [c.mean() for c in chunks], out / "learning_curve.png",
+                        title="text training loss")  # fmt: skip
     if before is None:
         return
     similar = test.scores >= similar_threshold(test)
@@ -90,16 +103,22 @@ def train_run(
     max_seq_length: int | None = None,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    dev_data: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Train ``model`` on ``data`` into the new run directory ``run`` (see
-    :meth:`metrickit.rundir.RunDir.create`); return the zero-shot and fine-tuned test metrics."""
+    :meth:`metrickit.rundir.RunDir.create`); return the zero-shot and fine-tuned test metrics.
+
+    ``eval_data`` / ``dev_data``: files replacing the data set's test / dev split."""
     train, dev, test = load_data(data, score_range)
     if eval_data is not None:
         test = read_text_file(eval_data, score_range)
+    if dev_data is not None:
+        dev = read_text_file(dev_data, score_range)
     if config.min_score is None and isinstance(train, ScoredPairs):
         config.min_score = similar_threshold(train)  # only used by pair losses
     encoder = SentenceEncoder.from_pretrained(model, max_seq_length=max_seq_length)
-    options = {"model": model, "data": data, "eval_data": eval_data, "score_range": score_range}
+    options = {"model": model, "data": data, "eval_data": eval_data, "dev_data": dev_data,
+               "score_range": score_range}  # fmt: skip
     options |= {"max_seq_length": encoder.max_seq_length, "fit": config.to_dict()}
     run.write_json("config.json", options)
     metrics: dict[str, dict[str, float]] = {}
@@ -107,13 +126,17 @@ def train_run(
     if test is not None:
         log(f"evaluating the zero-shot model on {test.name} ...")
         metrics["zero_shot"], before = evaluate_encoder(encoder, test)
-    evaluate = None
+    evaluate, zero_shot_dev = None, None
     if dev is not None:
 
         def evaluate(enc: SentenceEncoder) -> dict[str, float]:
             return evaluate_encoder(enc, dev)[0]
 
+        log(f"evaluating the zero-shot model on {dev.name} (dev) ...")
+        zero_shot_dev = {"step": 0, "epoch": 0, **evaluate(encoder)}
     history = fit(encoder, train, config, evaluate=evaluate, progress=progress)
+    if zero_shot_dev is not None:
+        history["eval"].insert(0, zero_shot_dev)
     encoder.save(run.file("model"))
     run.write_json("history.json", history)
     if test is not None:

@@ -31,10 +31,10 @@ from ..evaluation import evaluate_embeddings
 from ..evaluation.retrieval import DEFAULT_KS
 from ..losses import ProxyLoss, get_loss, get_loss_class, list_losses, resolve_loss_name
 from ..miners import triplet_difficulty
-from ..report import lower_is_better
 from ..rundir import RunDir, check_new, remove_stale_temporaries
 from ..samplers import PKSampler
 from . import outputs
+from .best import initial_best, patience_spent, track_best
 from .callbacks import CallbackList, TensorBoardLogger
 from .checkpoint import (
     CheckpointError,
@@ -228,7 +228,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.step_losses: list[float] = []
         self.epoch = 0
-        self.best: dict[str, Any] = {"epoch": 0, "value": None, "bad": 0}
+        self.best: dict[str, Any] = initial_best()
         self.best_state: dict[str, Any] | None = None
         self.should_stop = False
         self._run_dir: RunDir | None = None
@@ -366,7 +366,7 @@ class Trainer:
             if self.progress:
                 tqdm.write(_epoch_summary(row, cfg.epochs))
             self.callbacks.on_epoch(self, epoch + 1, row)
-            if self.should_stop or (cfg.patience and self.best["bad"] >= cfg.patience):
+            if self.should_stop or patience_spent(self.best, cfg.patience):
                 if self.progress:
                     best = self.best["epoch"]
                     tqdm.write(f"early stop after epoch {epoch + 1} (best: epoch {best})")
@@ -377,22 +377,12 @@ class Trainer:
         return any(isinstance(cb, TensorBoardLogger) for cb in self.callbacks.callbacks)
 
     def _track_best(self, metrics: Mapping[str, float], epoch: int) -> bool:
-        key = self.config.best_metric
-        if key not in metrics:
-            raise ValueError(
-                f"best_metric {key!r} is not an evaluation metric; choose one of "
-                f"{', '.join(metrics)}"
-            )
-        value, best = float(metrics[key]), self.best["value"]
-        better = best is None or (value < best if lower_is_better(key) else value > best)
+        better = track_best(self.best, self.config.best_metric, metrics, epoch)
         if better:
-            self.best = {"epoch": epoch, "value": value, "bad": 0}
             self.best_state = {
                 "model": _cpu_copy(self.model.state_dict()),
                 "loss": _cpu_copy(self.loss_fn.state_dict()),
             }
-        else:
-            self.best["bad"] += 1
         return better
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
