@@ -14,7 +14,7 @@ from .evaluation import (
     retrieval_scores,
     sts_scores,
 )
-from .fit import FitConfig, fit
+from .fit import FitConfig, TextTrainer, fit
 from .losses import TEXT_LOSSES, TextLoss, get_text_loss
 from .sampler import NoDuplicatesBatchSampler
 
@@ -31,6 +31,7 @@ __all__ = [
     "get_text_loss",
     "FitConfig",
     "fit",
+    "TextTrainer",
     "cached_backward",
     "sts_scores",
     "retrieval_scores",
