@@ -83,9 +83,10 @@ def build_grid(a: argparse.Namespace) -> list[Case]:
         if task in PROXY_TASKS:  # B from 512, 100 classes, D=128 unless --dims
             cases += [Case(task, n, b, 4, d) for d in (a.dims or (128,)) for n in impls
                       for b in sorted(sizes) if b >= min(512, max(sizes)) and b % 4 == 0]
-        elif task in TEXT_TASKS:  # B pairs (K unused, recorded as 1), D=128 unless --dims
-            cases += [Case(task, n, b, 1, d) for d in (a.dims or (128,)) for n in impls
-                      for b in sorted(sizes)]
+        elif task in TEXT_TASKS:  # B pairs (K unused, recorded as 1), D=128 unless --dims;
+            # the impls of one size back to back, so that a changing load hits them alike
+            cases += [Case(task, n, b, 1, d) for d in (a.dims or (128,)) for b in sorted(sizes)
+                      for n in impls]
         elif task in LOSS_TASKS:
             cases += [Case(task, n, b, k, d) for d in dims for k in ks for n in impls
                       for b in sorted(sizes) if b % k == 0 and b > k]
