@@ -58,3 +58,24 @@ def test_float16_input_and_empty_set():
                                                                           labels, "hard")))
     empty = miners.mine_offline(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), "hard")
     assert all(t.shape == (0,) and t.dtype == torch.int64 for t in empty)
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "dot"])
+def test_semihard_on_huge_embeddings_takes_the_masked_path_with_the_same_result(distance):
+    """Scores above 2**100 cannot be lifted above every score: the masked fill runs instead; a
+    power-of-two scale is exact in float64, so both paths must mine the same triplets."""
+    g = np.random.default_rng(6)
+    labels, x = torch.tensor(g.integers(0, 5, size=400)), torch.tensor(g.normal(size=(400, 6)))
+    scale = 2.0**55 if distance == "euclidean" else 2.0**110  # d ∝ scale (dot: ∝ scale²)
+    margin = 0.3 if distance == "euclidean" else 2.0
+    small = miners.mine_offline(x, labels, "semihard", margin, distance)
+    huge = miners.mine_offline(x * 2.0**55, labels, "semihard", margin * scale, distance)
+    assert torch.equal(torch.stack(small), torch.stack(huge)) and small[0].numel() > 50
+    assert miners._semihard_lift(x * 2.0**55) is None and miners._semihard_lift(x) is not None
+
+
+def test_semihard_without_any_negative_beyond_the_positive_mines_nothing():
+    labels = torch.arange(300) % 3
+    for x in (torch.zeros(300, 4), torch.ones(300, 4)):  # every distance 0: d(a,n) > d(a,p) fails
+        assert miners.mine_offline(x, labels, "semihard", margin=1.0)[0].numel() == 0
+        assert miners.mine_offline(x, labels, "hard")[0].numel() == 300
