@@ -44,19 +44,19 @@ def circle_loss(
     check_reduction(reduction)
     pairs = cosine_pairs(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
 
-    def terms(s, pos, neg, _params, _rows, grad):
+    def terms(s, block, _params, want, _grad_params):
         b = s.shape[0]
+        r, c = block.pos_r, block.pos_c
+        sp = s[r, c]
         # negatives (dense): z_n = γ α_n (s_n − m), α_n = [s_n + m]₊ a constant
-        slope_n = torch.where(neg, (s + m).clamp_min_(0).mul_(gamma), 0.0)
-        z_n = torch.where(neg, slope_n * (s - m), float("-inf"))
+        slope_n = (s + m).clamp_min_(0).mul_(gamma)
+        z_n = block.drop_non_negatives(s.sub_(m).mul_(slope_n), float("-inf"))
         top_n = z_n.amax(1)
         has_n = torch.isfinite(top_n)
         top_n = torch.where(has_n, top_n, 0.0)
         e = z_n.sub_(top_n[:, None]).exp_()
         total_n = e.sum(1)
         # positives (sparse): z_p = −γ α_p (s_p − 1 + m), α_p = [1 + m − s_p]₊ a constant
-        r, c = pos.nonzero(as_tuple=True)
-        sp = s[r, c]
         slope_p = -gamma * (1 + m - sp).clamp_min(0)
         z_p = slope_p * (sp - 1 + m)
         top_p = s.new_full((b,), float("-inf")).scatter_reduce_(0, r, z_p, "amax")
@@ -67,14 +67,14 @@ def circle_loss(
         valid = has_p & has_n
         joint = top_p + top_n + (total_p * total_n).clamp_min(1e-300).log()
         loss = torch.where(valid, softplus(joint), 0.0)
-        if grad is not None:
+        if want:
             weight = torch.where(valid, torch.sigmoid(joint), 0.0)
             coef = weight / torch.where(valid, total_n, 1.0)
-            torch.mul(e, slope_n, out=grad).mul_(coef[:, None])
-            grad[r, c] = (weight / torch.where(valid, total_p, 1.0))[r] * w * slope_p
+            e.mul_(slope_n.mul_(coef[:, None]))
+            e[r, c] = (weight / torch.where(valid, total_p, 1.0))[r] * w * slope_p
         return loss, valid[:, None].to(s.dtype)
 
-    loss, valid = row_loss(pairs, terms, aux_width=1, manual=True)
+    loss, valid = row_loss(pairs, terms, aux_width=1)
     count = valid.sum() if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
 

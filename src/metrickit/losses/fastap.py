@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .._validation import check_int, check_reduction, reduce
-from ._pair_rows import PairRowsLoss, cosine_pairs, row_loss
+from ._pair_rows import PairRowsLoss, cosine_pairs, row_loss, row_sum
 from ._registry import register_loss
 
 
@@ -39,23 +40,58 @@ def fastap_loss(
     check_reduction(reduction)
     pairs = cosine_pairs(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
     width = 4.0 / num_bins
+    trash = num_bins + 1  # the histogram slot of the columns that are not candidates
 
-    def terms(s, pos, neg, _params, _rows):
-        t = (2 - 2 * s).clamp(0, 4) / width  # d² in bin widths
-        k = t.detach().floor().clamp_(max=num_bins - 1)
-        upper = t - k  # share of the upper centre k + 1
-        k = k.long()
-        pos_f = pos.to(s.dtype)
-        cand_f = (pos | neg).to(s.dtype)
-        h_pos = _histogram(k, upper, pos_f, num_bins)
-        h_all = _histogram(k, upper, cand_f, num_bins)
+    def terms(s, block, _params, want, _grad_params):
+        b = s.shape[0]
+        r, c = block.pos_r, block.pos_c
+        s_pos = s[r, c]
+        lo, hi = torch.aminmax(s, dim=1)
+        clamped = bool((lo < -1).any() or (hi > 1).any())  # d² outside [0, 4]: no gradient
+        outside = (s < -1) | (s > 1) if want and clamped else None
+        # the candidates' cumulative soft histogram H_k = Σ_j clamp(k + 1 − t_j, 0, 1), t = d²
+        # in bin widths, from each candidate's bin k_j = ⌊t_j⌋ (≤ L − 1) and share u_j = t_j − k_j
+        # of the upper centre: H_k = #{j: k_j ≤ k} − Σ_{j: k_j = k} u_j
+        t = s.mul_(-2).add_(2).clamp_(0, 4).div_(width)
+        k_dense = t.floor().clamp_(max=num_bins - 1)
+        u = t.sub_(k_dense)
+        k_dense = block.drop_non_negatives(k_dense.long(), trash)  # positives: below
+        t_pos = (2 - 2 * s_pos).clamp(0, 4) / width
+        k_pos = t_pos.floor().clamp_(max=num_bins - 1)
+        u_pos = t_pos - k_pos
+        k_pos = k_pos.long()
+        ones = torch.ones((), dtype=s.dtype, device=s.device)
+        count = _bins(k_dense, ones.expand(k_dense.shape), r, k_pos, ones.expand(r.shape), b,
+                      num_bins)
+        upper = _bins(k_dense, u, r, k_pos, u_pos, b, num_bins)
+        total = count.cumsum(1).sub_(upper)[:, : num_bins + 1]
+        # the positives' soft histogram h⁺ and its cumulative sum H⁺
+        h_pos = s.new_zeros(b, num_bins + 1)
+        h_pos.index_put_((r, k_pos), 1 - u_pos, accumulate=True)
+        h_pos.index_put_((r, k_pos + 1), u_pos, accumulate=True)
         prod = h_pos * h_pos.cumsum(1)
-        total = h_all.cumsum(1)
         safe = (prod > 0) & (total > 0)
-        ap_sum = torch.where(safe, prod / torch.where(safe, total, 1.0), 0.0).sum(1)
-        n_pos = pos_f.sum(1)
+        safe_total = torch.where(safe, total, 1.0)
+        ap_sum = torch.where(safe, prod / safe_total, 0.0).sum(1)
+        n_pos = row_sum(torch.ones_like(s_pos), r, b)
         has_pos = n_pos > 0
         loss = torch.where(has_pos, 1 - ap_sum / n_pos.clamp_min(1), 0.0)
+        if want:
+            # ℓ = 1 − Σ_k q_k / n with q_k = h⁺_k H⁺_k / H_k on the safe bins:
+            # dℓ/dH_k = q_k / (n H_k); dℓ/dh⁺_m = −(H⁺_m / H_m + Σ_{k ≥ m} h⁺_k / H_k) / n;
+            # dH_k/dt_j = −[k_j = k]; dh⁺/dt_p = −1 at k_p, +1 at k_p + 1; dt/dS = −2 / width
+            inv_n = torch.where(has_pos, 1 / n_pos.clamp_min(1), 0.0)[:, None]
+            per_total = torch.where(safe, prod / safe_total / safe_total, 0.0) * inv_n
+            ratio = torch.where(safe, h_pos / safe_total, 0.0)
+            later = ratio.flip(1).cumsum(1).flip(1)
+            per_pos = -(torch.where(safe, h_pos.cumsum(1) / safe_total, 0.0) + later) * inv_n
+            table = F.pad(per_total * (2 / width), (0, 1))  # the trash slot: no gradient
+            grad = torch.gather(table, 1, k_dense, out=s)
+            if outside is not None:
+                grad.masked_fill_(outside, 0.0)
+            step = per_pos[r, k_pos + 1] - per_pos[r, k_pos]
+            inside = (s_pos >= -1) & (s_pos <= 1)
+            grad[r, c] = torch.where(inside, (step - per_total[r, k_pos]) * (-2 / width), 0.0)
         return loss, has_pos[:, None].to(s.dtype)
 
     loss, valid = row_loss(pairs, terms, aux_width=1)
@@ -63,11 +99,14 @@ def fastap_loss(
     return reduce(loss, reduction, count).to(embeddings.dtype)
 
 
-def _histogram(k: Tensor, upper: Tensor, weight: Tensor, num_bins: int) -> Tensor:
-    """[b, L + 1] soft counts: each entry adds weight·(1 − upper) to bin k, weight·upper to k+1."""
-    hist = weight.new_zeros(weight.shape[0], num_bins + 1)
-    hist = hist.scatter_add(1, k, weight * (1 - upper))
-    return hist.scatter_add(1, k + 1, weight * upper)
+def _bins(
+    k: Tensor, values: Tensor, r: Tensor, k_pos: Tensor, pos_values: Tensor, b: int,
+    num_bins: int,
+) -> Tensor:
+    """[b, L + 2] per row and bin, the sum of ``values`` over the dense entries (bin ``k``;
+    slot L + 1 collects the non-candidates) and of ``pos_values`` over the positives."""
+    out = values.new_zeros(b, num_bins + 2).scatter_add_(1, k, values)
+    return out.index_put_((r, k_pos), pos_values, accumulate=True)
 
 
 @register_loss("fastap", aliases=("fast_ap",))

@@ -17,9 +17,8 @@ from .._validation import (
     check_tensor,
     reduce,
 )
-from ..distances import safe_sqrt
 from ..masks import mined_triplets
-from ._pair_rows import CosinePairs, PairRowsLoss, cosine_pairs, row_loss
+from ._pair_rows import CosinePairs, PairRowsLoss, cosine_pairs, row_loss, row_sum
 from ._registry import register_loss
 
 
@@ -65,14 +64,35 @@ def margin_loss(
     boundary = _anchor_boundary(beta, labels, dtype)
     w_pos, w_neg = _pair_weights(pairs, indices_tuple)
 
-    def terms(s, pos, neg, b, rows):
-        d = safe_sqrt((2 - 2 * s).clamp_min(0))
-        pull = (d - b + margin).clamp_min(0)
-        push = (b - d + margin).clamp_min(0)
-        wp, wn = w_pos(pos, rows), w_neg(neg, rows)
-        loss = (wp * pull + wn * push).sum(1)
-        active = (wp * (pull > 0) + wn * (push > 0)).sum(1)
-        return loss, torch.stack([active, wp.sum(1)], 1)
+    def terms(s, block, bound, want, grad_bound):
+        b = s.shape[0]
+        r, c = block.pos_r, block.pos_c
+        # positives (sparse): [d_ap − β_a + α]₊ with weight w_p
+        d_p = (2 - 2 * s[r, c]).clamp_min_(0).sqrt_()
+        pull = (d_p - bound[r, 0] + margin).clamp_min_(0)
+        wp = w_pos(block, r, c)
+        pulled = wp * (pull > 0)
+        # negatives (dense, in place over S): [β_a + α − d_an]₊ with weight w_n; the other
+        # columns get S = −∞, so d = ∞ and no term
+        block.drop_non_negatives(s, float("-inf"))
+        d = s.mul_(-2).add_(2).clamp_min_(0).sqrt_()
+        push = torch.sub(bound, d).add_(margin).clamp_min_(0)
+        wn = w_neg(block)
+        if wn.shape[1] == 1:  # one weight per row
+            push_sum = wn[:, 0] * push.sum(1)
+            pushed = wn[:, 0] * torch.count_nonzero(push, 1).to(dtype)
+        else:
+            push_sum = (wn * push).sum(1)
+            pushed = (wn * (push > 0)).sum(1)
+        loss = row_sum(wp * pull, r, b) + push_sum
+        if want:
+            # dℓ/dS: dd/dS = −1/d, and 0 where d = 0 (as safe_sqrt)
+            grad = d.reciprocal_().mul_(push.sign_()).nan_to_num_(nan=0.0, posinf=0.0).mul_(wn)
+            grad[r, c] = torch.where(d_p > 0, -pulled / d_p, 0.0)
+            if grad_bound is not None:  # dℓ/dβ_a
+                grad_bound[:, 0] = pushed - row_sum(pulled, r, b)
+        active = row_sum(pulled, r, b) + pushed
+        return loss, torch.stack([active, row_sum(wp, r, b)], 1)
 
     loss, aux = row_loss(pairs, terms, boundary, aux_width=2)
     active, triplets = aux[:, 0].sum(), aux[:, 1]
@@ -111,21 +131,31 @@ def _anchor_boundary(beta: float | Tensor, labels: Tensor, dtype: torch.dtype) -
 
 
 def _pair_weights(pairs: CosinePairs, indices_tuple: tuple[Tensor, ...] | None):
-    """Per-block weights of the positive / negative pair terms: the number of triplets each
-    pair belongs to (mined triplets are counted; otherwise every (a, p) pairs with every n)."""
-    pos, neg = pairs.positive, pairs.negative
+    """The weights of the positive / negative pair terms, per block: the number of triplets
+    each pair belongs to (mined triplets are counted; otherwise every (a, p) pairs with every
+    n, so a row's weights are its negatives' / positives' number)."""
     dtype = pairs.anchors.dtype
     if indices_tuple is not None and len(indices_tuple) == 3:
-        a, p, n = mined_triplets(indices_tuple, *pos.shape)
-        keep = (pos[a, p] & neg[a, n]).to(dtype)
-        counts_p = torch.zeros(pos.shape, dtype=dtype, device=pos.device)
-        counts_n = torch.zeros(pos.shape, dtype=dtype, device=pos.device)
+        b, m = pairs.labels.shape[0], pairs.ref_labels.shape[0]
+        a, p, n = mined_triplets(indices_tuple, b, m)
+        positive = torch.zeros(b, m, dtype=torch.bool, device=a.device)
+        positive[pairs.pos_rows, pairs.pos_cols] = True
+        negative = (pairs.labels[a] != pairs.ref_labels[n]) & ~pairs.mined_out[a, n]
+        keep = (positive[a, p] & negative).to(dtype)
+        counts_p = torch.zeros(b, m, dtype=dtype, device=a.device)
+        counts_n = torch.zeros(b, m, dtype=dtype, device=a.device)
         counts_p.index_put_((a, p), keep, accumulate=True)
         counts_n.index_put_((a, n), keep, accumulate=True)
-        return (lambda _mask, rows: counts_p[rows]), (lambda _mask, rows: counts_n[rows])
-    n_pos = pos.sum(1, keepdim=True).to(dtype)
-    n_neg = neg.sum(1, keepdim=True).to(dtype)
-    return (lambda mask, rows: mask * n_neg[rows]), (lambda mask, rows: mask * n_pos[rows])
+        return (
+            lambda block, r, c: counts_p[block.rows.start + r, c],
+            lambda block: counts_n[block.rows],
+        )
+    n_pos = pairs.positives_per_row()[:, None]
+    n_neg = pairs.negatives_per_row()
+    return (
+        lambda block, r, _c: n_neg[block.rows.start + r],
+        lambda block: n_pos[block.rows],
+    )
 
 
 @register_loss("margin", aliases=("margin_based", "wu_margin"))

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from .._validation import check_positive, check_real, check_reduction, reduce
-from ._pair_rows import PairRowsLoss, cosine_pairs, exp_rows, row_loss, row_sum
+from ._pair_rows import PairRowsLoss, cosine_pairs, exp_negatives, row_loss, row_sum
 from ._registry import register_loss
 
 
@@ -49,27 +48,27 @@ def multi_similarity_loss(
     check_reduction(reduction)
     pairs = cosine_pairs(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
 
-    def terms(s, pos, neg, _params, _rows, grad):
+    def terms(s, block, _params, want, _grad_params):
         b = s.shape[0]
+        r, c = block.pos_r, block.pos_c
+        v = -alpha * (s[r, c] - base)
         # push: (1/β) log(1 + Σ_n exp(β(s_n − λ))) over the dense negatives
-        e, top = exp_rows(s, neg, beta)
+        e, top = exp_negatives(s, block, beta)
         shift = beta * (top - base)
         lift = shift.clamp_min(0)
         push_den = (-lift).exp() + (shift - lift).exp() * e.sum(1)
         push = (lift + push_den.log()) / beta
         # pull: (1/α) log(1 + Σ_p exp(−α(s_p − λ))) over the few positives
-        r, c = pos.nonzero(as_tuple=True)
-        v = -alpha * (s[r, c] - base)
         top_p = s.new_zeros(b).scatter_reduce_(0, r, v, "amax")  # includes the 1 = e^0
         w = (v - top_p[r]).exp()
         pull_den = (-top_p).exp() + row_sum(w, r, b)
         pull = (top_p + pull_den.log()) / alpha
-        if grad is not None:
-            torch.mul(e, ((shift - lift).exp() / push_den)[:, None], out=grad)
-            grad[r, c] = -w / pull_den[r]
+        if want:
+            e.mul_(((shift - lift).exp() / push_den)[:, None])
+            e[r, c] = -w / pull_den[r]
         return pull + push, None
 
-    loss, _ = row_loss(pairs, terms, manual=True)
+    loss, _ = row_loss(pairs, terms)
     return reduce(loss, reduction).to(embeddings.dtype)
 
 

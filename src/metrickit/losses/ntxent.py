@@ -12,7 +12,6 @@ from .._validation import check_positive, check_reduction, reduce
 from ._pair_rows import (
     PairRowsLoss,
     cosine_pairs,
-    exp_rows,
     row_loss,
     row_sum,
     softmax_over_negatives,
@@ -51,14 +50,14 @@ def ntxent_loss(
     check_reduction(reduction)
     pairs = cosine_pairs(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
 
-    def terms(s, pos, neg, _params, _rows, grad):
+    def terms(s, block, _params, want, _grad_params):
         loss = softmax_over_negatives(
-            s, pos, neg, 1 / temperature, lambda sp: (sp / temperature, 1 / temperature), grad
+            s, block, 1 / temperature, lambda sp: (sp / temperature, 1 / temperature), want
         )
         return loss, None
 
-    loss, _ = row_loss(pairs, terms, manual=True)
-    count = pairs.positive.sum() if reduction == "mean" else None
+    loss, _ = row_loss(pairs, terms)
+    count = pairs.num_positive if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
 
 
@@ -89,22 +88,29 @@ def supcon_loss(
     check_reduction(reduction)
     pairs = cosine_pairs(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
 
-    def terms(s, pos, neg, _params, _rows, grad):
-        e, top = exp_rows(s, pos | neg, 1 / temperature)
-        total = e.sum(1)
-        r, c = pos.nonzero(as_tuple=True)
-        n_pos = row_sum(torch.ones_like(r, dtype=s.dtype), r, s.shape[0])
+    def terms(s, block, _params, want, _grad_params):
+        b = s.shape[0]
+        r, c = block.pos_r, block.pos_c
+        sp = s[r, c]
+        # candidates: the dense negatives and the few positives, one softmax
+        block.drop_non_negatives(s, float("-inf"))
+        top = s.amax(1).scatter_reduce_(0, r, sp, "amax")
+        top = torch.where(torch.isfinite(top), top, 0.0)
+        e = s.sub_(top[:, None]).mul_(1 / temperature).exp_()
+        e_pos = ((sp - top[r]) * (1 / temperature)).exp()
+        total = e.sum(1) + row_sum(e_pos, r, b)
+        n_pos = row_sum(torch.ones_like(sp), r, b)
         valid = n_pos > 0
-        mean_pos = row_sum(s[r, c], r, s.shape[0]) / n_pos.clamp_min(1)
+        mean_pos = row_sum(sp, r, b) / n_pos.clamp_min(1)
         lse = top + total.clamp_min(torch.finfo(s.dtype).tiny).log() * temperature
         loss = torch.where(valid, (lse - mean_pos) / temperature, 0.0)
-        if grad is not None:
+        if want:
             coef = torch.where(valid, 1 / (temperature * total.clamp_min(1e-30)), 0.0)
-            torch.mul(e, coef[:, None], out=grad)
-            grad[r, c] -= 1 / (temperature * n_pos[r])
+            e.mul_(coef[:, None])
+            e[r, c] = e_pos * coef[r] - 1 / (temperature * n_pos[r])
         return loss, valid[:, None].to(s.dtype)
 
-    loss, valid = row_loss(pairs, terms, aux_width=1, manual=True)
+    loss, valid = row_loss(pairs, terms, aux_width=1)
     count = valid.sum() if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
 

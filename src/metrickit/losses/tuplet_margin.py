@@ -52,11 +52,11 @@ def tuplet_margin_loss(
         inside = (sp >= -1) & (sp <= 1)
         return scale * (c * cos_m + sin * sin_m), torch.where(inside, scale * slope, 0.0)
 
-    def terms(s, pos, neg, _params, _rows, grad):
-        return softmax_over_negatives(s, pos, neg, scale, shifted, grad), None
+    def terms(s, block, _params, want, _grad_params):
+        return softmax_over_negatives(s, block, scale, shifted, want), None
 
-    loss, _ = row_loss(pairs, terms, manual=True)
-    count = pairs.positive.sum() if reduction == "mean" else None
+    loss, _ = row_loss(pairs, terms)
+    count = pairs.num_positive if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
 
 
