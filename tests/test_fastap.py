@@ -30,3 +30,25 @@ def test_equals_pml(dtype, tol):
         theirs = pml_losses.FastAPLoss(num_bins=bins, distance=pml_distances.LpDistance(power=2))
         checks.assert_equals_pml(lambda x, y, b=bins: mk.F.fastap_loss(x, y, num_bins=b),
                                  theirs, dtype, tol, True)
+
+
+def test_duplicated_and_opposite_embeddings_match_reference():
+    # duplicates put d² at 0 (here S rounds to just above 1 for the negative pairs (1, 6) and
+    # (4, 9), beyond the clamp) and opposite rows at 4 (the last bin's upper end): the dense
+    # binning's edge slots
+    g = torch.Generator().manual_seed(10)
+    base = torch.randn(5, 6, dtype=torch.float64, generator=g)
+    near = base[1:2] + 0.01 * torch.randn(1, 6, dtype=torch.float64, generator=g)
+    emb = torch.cat([base, base[:2] * 2, -base[2:4], base[4:] * 3, near])
+    labels = torch.tensor([0, 1, 2, 3, 0, 0, 2, 0, 3, 2, 1])  # row 10: 1's positive in bin 0
+    x = emb.clone().requires_grad_(True)
+    ours = mk.F.fastap_loss(x, labels, num_bins=5, reduction="none")
+    x_ref = emb.clone().requires_grad_(True)
+    ref = checks.expected(CASE, x_ref, labels, "none", num_bins=5)
+    checks.assert_close(ours, ref, 1e-10)
+    mask = torch.ones(11, dtype=torch.bool)
+    mask[[2, 3, 7, 8]] = False  # rows at d² = 4 exactly: a kink, the reference's subgradient
+    (g_ours,) = torch.autograd.grad(ours[mask].sum(), x)
+    (g_ref,) = torch.autograd.grad(ref[mask].sum(), x_ref)
+    assert torch.isfinite(g_ours).all()
+    checks.assert_close(g_ours, g_ref, 1e-7)

@@ -46,24 +46,28 @@ def fastap_loss(
         b = s.shape[0]
         r, c = block.pos_r, block.pos_c
         s_pos = s[r, c]
-        lo, hi = torch.aminmax(s, dim=1)
-        clamped = bool((lo < -1).any() or (hi > 1).any())  # d² outside [0, 4]: no gradient
-        outside = (s < -1) | (s > 1) if want and clamped else None
         # the candidates' cumulative soft histogram H_k = Σ_j clamp(k + 1 − t_j, 0, 1), t = d²
-        # in bin widths, from each candidate's bin k_j = ⌊t_j⌋ (≤ L − 1) and share u_j = t_j − k_j
-        # of the upper centre: H_k = #{j: k_j ≤ k} − Σ_{j: k_j = k} u_j
+        # in bin widths, from each candidate's bin k_j = ⌊t_j⌋ and share u_j = t_j − k_j of the
+        # upper centre: H_k = #{j: k_j ≤ k} − Σ_{j: k_j = k} u_j. The dense pass bins every
+        # column by its flat index (row, k) into [b, L + 2]: t = L (k = L, u = 0) has its own
+        # slot, slot L + 1 holds the columns that are not candidates and the positives (added
+        # below)
+        # (S rounded beyond ±1 is clamped but keeps dℓ/dS: such rows are parallel, and
+        # dS/dx̂ vanishes along the other row's direction)
         t = s.mul_(-2).add_(2).clamp_(0, 4).div_(width)
-        k_dense = t.floor().clamp_(max=num_bins - 1)
-        u = t.sub_(k_dense)
-        k_dense = block.drop_non_negatives(k_dense.long(), trash)  # positives: below
+        k_dense = block.drop_non_negatives(t.to(torch.int32), trash)  # ⌊t⌋ (t ≥ 0)
+        u = t.frac_()
+        slots = num_bins + 2
+        flat = k_dense.add_(torch.arange(0, b * slots, slots, dtype=torch.int32,
+                                         device=s.device)[:, None]).view(-1)
+        count = torch.bincount(flat, minlength=b * slots).view(b, slots).to(s.dtype)
+        upper = s.new_zeros(b * slots).index_add_(0, flat, u.view(-1)).view(b, slots)
         t_pos = (2 - 2 * s_pos).clamp(0, 4) / width
         k_pos = t_pos.floor().clamp_(max=num_bins - 1)
         u_pos = t_pos - k_pos
         k_pos = k_pos.long()
-        ones = torch.ones((), dtype=s.dtype, device=s.device)
-        count = _bins(k_dense, ones.expand(k_dense.shape), r, k_pos, ones.expand(r.shape), b,
-                      num_bins)
-        upper = _bins(k_dense, u, r, k_pos, u_pos, b, num_bins)
+        count.index_put_((r, k_pos), torch.ones_like(u_pos), accumulate=True)
+        upper.index_put_((r, k_pos), u_pos, accumulate=True)
         total = count.cumsum(1).sub_(upper)[:, : num_bins + 1]
         # the positives' soft histogram h⁺ and its cumulative sum H⁺
         h_pos = s.new_zeros(b, num_bins + 1)
@@ -85,28 +89,17 @@ def fastap_loss(
             ratio = torch.where(safe, h_pos / safe_total, 0.0)
             later = ratio.flip(1).cumsum(1).flip(1)
             per_pos = -(torch.where(safe, h_pos.cumsum(1) / safe_total, 0.0) + later) * inv_n
-            table = F.pad(per_total * (2 / width), (0, 1))  # the trash slot: no gradient
-            grad = torch.gather(table, 1, k_dense, out=s)
-            if outside is not None:
-                grad.masked_fill_(outside, 0.0)
+            # slot L (t = L) is bin L − 1's upper end; the trash slot has no gradient
+            table = F.pad(per_total[:, :num_bins] * (2 / width), (0, 2))
+            table[:, num_bins] = table[:, num_bins - 1]
+            grad = torch.index_select(table.view(-1), 0, flat, out=s.view(-1)).view(s.shape)
             step = per_pos[r, k_pos + 1] - per_pos[r, k_pos]
-            inside = (s_pos >= -1) & (s_pos <= 1)
-            grad[r, c] = torch.where(inside, (step - per_total[r, k_pos]) * (-2 / width), 0.0)
+            grad[r, c] = (step - per_total[r, k_pos]) * (-2 / width)
         return loss, has_pos[:, None].to(s.dtype)
 
     loss, valid = row_loss(pairs, terms, aux_width=1)
     count = valid.sum() if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
-
-
-def _bins(
-    k: Tensor, values: Tensor, r: Tensor, k_pos: Tensor, pos_values: Tensor, b: int,
-    num_bins: int,
-) -> Tensor:
-    """[b, L + 2] per row and bin, the sum of ``values`` over the dense entries (bin ``k``;
-    slot L + 1 collects the non-candidates) and of ``pos_values`` over the positives."""
-    out = values.new_zeros(b, num_bins + 2).scatter_add_(1, k, values)
-    return out.index_put_((r, k_pos), pos_values, accumulate=True)
 
 
 @register_loss("fastap", aliases=("fast_ap",))
