@@ -78,16 +78,14 @@ def margin_loss(
         d = s.mul_(-2).add_(2).clamp_min_(0).sqrt_()
         push = torch.sub(bound, d).add_(margin).clamp_min_(0)
         wn = w_neg(block)
-        if wn.shape[1] == 1:  # one weight per row
-            push_sum = wn[:, 0] * push.sum(1)
-            pushed = wn[:, 0] * torch.count_nonzero(push, 1).to(dtype)
-        else:
-            push_sum = (wn * push).sum(1)
-            pushed = (wn * (push > 0)).sum(1)
+        # one weight per row, or per pair (mined triplets)
+        push_sum = wn[:, 0] * push.sum(1) if wn.shape[1] == 1 else (wn * push).sum(1)
+        pushed_w = push.sign_().mul_(wn)  # w_n [push > 0]
+        pushed = pushed_w.sum(1)
         loss = row_sum(wp * pull, r, b) + push_sum
         if want:
             # dℓ/dS: dd/dS = −1/d, and 0 where d = 0 (as safe_sqrt)
-            grad = d.reciprocal_().mul_(push.sign_()).nan_to_num_(nan=0.0, posinf=0.0).mul_(wn)
+            grad = torch.div(pushed_w, d, out=d).nan_to_num_(nan=0.0, posinf=0.0)
             grad[r, c] = torch.where(d_p > 0, -pulled / d_p, 0.0)
             if grad_bound is not None:  # dℓ/dβ_a
                 grad_bound[:, 0] = pushed - row_sum(pulled, r, b)
