@@ -201,15 +201,23 @@ def test_default_learning_rate_scales_with_the_dimension(monkeypatch):
     assert auto_lr("adagrad", 4) == pytest.approx(0.3)
     assert auto_lr("adagrad", 64) == pytest.approx(0.3 * 10 / 64)
     assert auto_lr("adam", 32) == pytest.approx(0.01 * 10 / 32)
+    assert auto_lr("adagrad", 4, "sparse") == pytest.approx(0.1)
+    assert auto_lr("adagrad", 40, "sparse") == pytest.approx(0.05)
     used = []
     real = train_module.make_optimizer
     monkeypatch.setattr(train_module, "make_optimizer",
                         lambda model, name, lr: used.append(lr) or real(model, name, lr))
+    real_rows = train_module.RowAdagrad
+    monkeypatch.setattr(train_module, "RowAdagrad",
+                        lambda table, lr: used.append(lr) or real_rows(table, lr))
     data = from_arrays([0, 1, 1, 2], [0, 0, 1, 2])
-    for cfg in (FitConfig(epochs=1, progress=False, threads=1),
-                FitConfig(epochs=1, progress=False, threads=1, lr=0.05)):
-        fit(MatrixFactorization(3, 3, dim=20), data, cfg)
-    assert used == [pytest.approx(0.15), 0.05]
+    for cfg in (FitConfig(epochs=1, progress=False, threads=1, engine="autograd"),
+                FitConfig(epochs=1, progress=False, threads=1, lr=0.05, engine="autograd"),
+                FitConfig(epochs=1, progress=False, threads=1),  # auto: sparse, 2 tables
+                FitConfig(epochs=1, progress=False, threads=1, lr=0.07)):
+        fit(MatrixFactorization(3, 3, dim=40), data, cfg)
+    assert used == [pytest.approx(0.075), 0.05, pytest.approx(0.05), pytest.approx(0.05),
+                    0.07, 0.07]
 
 
 def test_benchmark_report_tables_every_cell(tmp_path):

@@ -30,7 +30,7 @@ def _blocks(n_users=24, n_items=30, groups=3, seed=0):
 def test_each_loss_decreases_on_a_tiny_problem(loss, optimizer):
     data = _blocks()
     torch.manual_seed(0)
-    model = MatrixFactorization(data.n_users, data.n_items, dim=8)
+    model = MatrixFactorization(data.n_users, data.n_items, dim=8, init_std=0.1)
     lr = 0.1 if optimizer == "adagrad" else 0.02
     cfg = FitConfig(loss=loss, epochs=15, batch_size=32, lr=lr, optimizer=optimizer,
                     l2=1e-4, progress=False)

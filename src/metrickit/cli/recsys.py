@@ -97,7 +97,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from ..recsys.sampling import STRATEGIES
     from ..recsys.steps import SOFTMAX_NEGATIVES
-    from ..recsys.train import LOSSES, OPTIMIZERS, FitConfig
+    from ..recsys.train import ENGINES, LOSSES, OPTIMIZERS, FitConfig
 
     d = FitConfig()
     add = p.add_argument
@@ -108,8 +108,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     add("--epochs", type=int, default=d.epochs, help=f"[{d.epochs}]")
     add("--batch-size", type=int, default=d.batch_size, help=f"[{d.batch_size}]")
     add("--lr", type=float, default=d.lr,
-        help="learning rate [Adagrad 0.3·min(1, 10/dim), Adam 0.01·min(1, 10/dim)]")
+        help="learning rate [sparse engine 0.1·min(1, √(10/dim)); autograd: Adagrad "
+             "0.3·min(1, 10/dim), Adam 0.01·min(1, 10/dim)]")
     add("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"[{d.optimizer}]")
+    add("--engine", choices=ENGINES, default=d.engine,
+        help="sparse: closed-form gradients and row-wise Adagrad (mf, Adagrad, pairwise "
+             f"losses); autograd: torch's optimizer; auto: sparse where it applies [{d.engine}]")
     add("--l2", type=float, default=d.l2, help=f"L2 on the vectors of a batch [{d.l2}]")
     add("--margin", type=float, default=d.margin, help=f"hinge/WARP margin [{d.margin}]")
     add("--max-sampled", type=int, default=d.max_sampled, help=f"WARP draws [{d.max_sampled}]")

@@ -91,17 +91,25 @@ class MatrixFactorization(Recommender):
     the bias last), so a lookup is one gather. With ``bias=False`` the tables have ``dim``
     columns and the biases are 0.
 
+    Vectors start N(0, init_std²); ``init_std=None`` [default] is 0.3/dim, LightFM's scale (its
+    uniform(−0.5, 0.5)/dim init has std 0.29/dim): small starting scores let the first epochs
+    learn the popularity order before the vectors grow (on MovieLens-100K, WARP at 32
+    dimensions, best P@10 0.250 with 0.01 vs 0.238 with 0.1).
+
     Paper: Y. Koren, R. Bell, C. Volinsky, "Matrix Factorization Techniques for Recommender
-    Systems", IEEE Computer 2009. Defaults: dim=64, bias=True, init_std=0.1 (biases start at 0).
+    Systems", IEEE Computer 2009. Defaults: dim=64, bias=True, init_std=0.3/dim (biases start
+    at 0).
     """
 
     def __init__(self, n_users: int, n_items: int, dim: int = 64, bias: bool = True,
-                 init_std: float = 0.1) -> None:
+                 init_std: float | None = None) -> None:
         super().__init__()
         self.n_users = check_positive_int(n_users, "n_users")
         self.n_items = check_positive_int(n_items, "n_items")
         self.dim = check_positive_int(dim, "dim")
         self.bias = bool(bias)
+        if init_std is None:
+            init_std = 0.3 / self.dim
         self.user_weight = nn.Parameter(torch.randn(self.n_users, self.dim + self.bias) * init_std)
         self.item_weight = nn.Parameter(torch.randn(self.n_items, self.dim + self.bias) * init_std)
         if self.bias:

@@ -93,8 +93,8 @@ class NegativeSampler:
     def is_positive(self, users: Tensor, items: Tensor) -> Tensor:
         """Bool tensor: is (users[...], items[...]) a known positive (broadcasting)."""
         keys = users * self.n_items + items
-        if self._bitmap is not None:
-            return self._bitmap[keys]
+        if self._bitmap is not None:  # index_select: ~5x faster than advanced indexing on CPU
+            return self._bitmap.index_select(0, keys.reshape(-1)).reshape(keys.shape)
         flat = keys.reshape(-1)
         if self._pos_keys.numel() == 0:
             return torch.zeros_like(keys, dtype=torch.bool)
