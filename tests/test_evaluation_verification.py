@@ -156,3 +156,27 @@ def test_bad_inputs_name_the_argument():
         make_verification_pairs(torch.tensor([0]))
     with pytest.raises(ValueError, match="labels must have one entry per embedding"):
         pair_verification_metrics(torch.randn(5, 2), s)
+
+
+def test_wide_embeddings_are_gathered_in_chunks_of_bounded_size(monkeypatch):
+    # raw images as embeddings (D in the tens of thousands) must not gather 65,536 pairs × D
+    from metrickit.evaluation import verification
+
+    x = torch.randn(30, 5000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.arange(30) % 3
+    pairs = list(itertools.combinations(range(30), 2))
+    dist = torch.stack([(x[i] - x[j]).norm() for i, j in pairs])
+    same = torch.tensor([bool(y[i] == y[j]) for i, j in pairs])
+    seen = []
+    rowwise = verification.rowwise_distance
+
+    def spy(a, b, distance):
+        seen.append(a.numel())
+        return rowwise(a, b, distance)
+
+    monkeypatch.setattr(verification, "_PAIR_ELEMENTS", 50 * 5000)
+    monkeypatch.setattr(verification, "rowwise_distance", spy)
+    out = pair_verification_metrics(x, y)
+    assert len(seen) == 9 and max(seen) == 50 * 5000  # 435 pairs, 50 a chunk
+    expected = verification_metrics(dist, same)
+    assert out == pytest.approx(expected, abs=1e-12)

@@ -4,7 +4,8 @@ A backbone is named by a spec:
 
 * ``"torchvision:resnet50"``: ``torchvision.models.get_model(name, weights=None)`` with its
   classifier (the last ``nn.Linear``) replaced by the identity;
-* ``"timm:convnext_tiny"``: ``timm.create_model(name, pretrained=False, num_classes=0)``;
+* ``"timm:convnext_tiny"``: ``timm.create_model(name, pretrained=False)``, its classifier (the
+  last ``nn.Linear``) likewise replaced by the identity;
 * ``"package.module:factory"``: any importable callable returning an ``nn.Module`` whose output
   (flattened) are the features; a factory with an ``in_channels`` parameter gets the input's
   channel count.

@@ -29,6 +29,7 @@ from . import _inputs
 DEFAULT_FARS = (1e-3, 1e-2)
 DEFAULT_MAX_PAIRS = 200_000
 _PAIR_CHUNK = 1 << 16
+_PAIR_ELEMENTS = 1 << 18  # gathered entries per side and chunk (1 MiB in float32)
 
 
 def far_key(far: float) -> str:
@@ -186,8 +187,11 @@ def pair_verification_metrics(
     y = _inputs.labels(labels, x.shape[0], x.device, "labels")
     check_choice(distance, "distance", DISTANCES)
     first, second, same = make_verification_pairs(y, max_pairs, seed)
+    # pairs per chunk: at most _PAIR_ELEMENTS gathered entries per side, so memory does not
+    # grow with the dimension (raw images: D in the tens of thousands)
+    chunk = max(1, min(_PAIR_CHUNK, _PAIR_ELEMENTS // max(x.shape[1], 1)))
     parts = [
-        rowwise_distance(x[first[s : s + _PAIR_CHUNK]], x[second[s : s + _PAIR_CHUNK]], distance)
-        for s in range(0, first.numel(), _PAIR_CHUNK)
+        rowwise_distance(x[first[s : s + chunk]], x[second[s : s + chunk]], distance)
+        for s in range(0, first.numel(), chunk)
     ]
     return verification_metrics(torch.cat(parts), same, fars=fars)
