@@ -62,7 +62,7 @@ def error_of(capsys, argv) -> str:
 
 # ----------------------------------------------------------------------------- happy paths
 def test_train_then_evaluate_writes_and_rewrites_the_run(tmp_path, capsys):
-    assert train(tmp_path, "run", "--epochs", "2", "--miner", "hard") == 0
+    assert train(tmp_path, "run", "--epochs", "2", "--mining", "hard") == 0
     out = capsys.readouterr().out
     assert "raw input" in out and "untrained" in out and "map_at_r" in out and "elapsed:" in out
     run = tmp_path / "run"
@@ -164,7 +164,7 @@ def test_commands_use_only_idle_cpus_by_default(monkeypatch):
 
 def test_demo_defaults_follow_the_spec():
     cfg = mk.TrainConfig.from_dict(demo.DEMO_CONFIG)
-    assert (cfg.dataset, cfg.model, cfg.loss, cfg.miner, cfg.normalize) == (
+    assert (cfg.dataset, cfg.model, cfg.loss, cfg.mining, cfg.normalize) == (
         "mnist5k", "cnn", "triplet", "hard", True,
     )  # fmt: skip
     assert cfg.test_size == 1000
@@ -181,9 +181,9 @@ def write_npz(path: Path, labels) -> Path:
     ("extra", "message"),
     [
         (["--loss", "nope"], "unknown loss 'nope'; valid names: "),
-        (["--miner", "hardest"], "unknown miner 'hardest'; valid: all, hard, semihard"),
+        (["--mining", "hardest"], "unknown mining 'hardest'; valid: all, hard, semihard"),
         (["--model", "resnet"], "unknown model 'resnet'; valid names: cnn, mlp"),
-        (["--loss", "contrastive", "--miner", "hard"], "incompatible loss and miner"),
+        (["--loss", "contrastive", "--mining", "hard"], "incompatible loss and mining"),
         (["--loss-param", "margin"], "--loss-param must look like NAME=VALUE"),
         (["--loss-param", "margn=1"], "loss 'triplet' has no parameter 'margn'"),
         (["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),

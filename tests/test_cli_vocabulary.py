@@ -73,3 +73,57 @@ def test_help_of_every_command_renders(capsys):
             build_parser().parse_args([*name.split(), "--help"])
         assert exit_.value.code == 0
         assert "--threads" in capsys.readouterr().out
+
+
+# --- one word for which triplets/pairs are selected: `mining` (losses, miners, config, CLI) ---
+def test_train_spells_mining_as_the_losses_do():
+    options = {s for a in visible(COMMANDS["train"]) for s in a.option_strings}
+    assert "--mining" in options and "--miner" not in options
+
+
+def test_old_miner_flag_still_works_with_a_warning(capsys):
+    from metrickit.cli.train import flag_overrides
+
+    args = build_parser().parse_args(["train", "--miner", "semihard"])
+    assert flag_overrides(args)["mining"] == "semihard"
+    assert "--miner is deprecated; use --mining" in capsys.readouterr().err
+
+
+def test_old_miner_and_strategy_arguments_still_work_with_a_warning():
+    import torch
+
+    from metrickit import miners
+    from metrickit.training import TrainConfig
+
+    with pytest.warns(DeprecationWarning, match="miner= is deprecated, use mining="):
+        cfg = TrainConfig(miner="hard", output=None)
+    assert cfg.mining == "hard" and "miner" not in cfg.to_dict()
+    with pytest.warns(DeprecationWarning, match="TrainConfig.miner is deprecated"):
+        assert cfg.miner == "hard"
+    with pytest.warns(DeprecationWarning, match="miner= is deprecated"):
+        assert TrainConfig.from_dict({"miner": "semihard", "output": None}).mining == "semihard"
+    # a run directory's config.json from before the rename ("miner": null) loads silently
+    assert TrainConfig.from_dict({"miner": None, "output": None}).mining is None
+    x, y = torch.randn(12, 3, generator=torch.Generator().manual_seed(0)), torch.arange(12) % 3
+    for fn in (miners.mine_offline, miners.select_triplets):
+        with pytest.warns(DeprecationWarning, match="strategy= is deprecated, use mining="):
+            old = fn(x, y, strategy="hard")
+        assert all(torch.equal(a, b) for a, b in zip(old, fn(x, y, mining="hard"), strict=True))
+
+
+def test_no_public_signature_names_mining_otherwise():
+    import inspect
+
+    from metrickit import losses, miners
+    from metrickit.training import TrainConfig, config
+
+    callables = [getattr(m, n) for m in (miners, losses) for n in dir(m) if not n.startswith("_")]
+    for fn in [*filter(callable, callables), TrainConfig]:
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for p in params:
+            if p.name in ("miner", "strategy"):  # only the deprecated spellings, never required
+                assert p.default is None, (fn, p.name)
+    assert "mining" in config.field_names() and "miner" not in config.field_names()

@@ -27,7 +27,7 @@ CONFIG = {
     "batches_per_epoch": 4,
     "epochs": 2,
     "device": "cpu",
-    "miner": "hard",
+    "mining": "hard",
     "seed": 3,
 }
 

@@ -32,7 +32,7 @@ SMALL = {
     "batches_per_epoch": 4,
     "epochs": 3,
     "device": "cpu",
-    "miner": "hard",
+    "mining": "hard",
 }
 
 
@@ -64,7 +64,7 @@ def test_config_defaults_validate_and_round_trip():
         ({"lr": 0}, "lr must be > 0"),
         ({"test_size": 1.5}, "test_size must be a fraction in (0, 1)"),
         ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'; valid: adam, adamw, sgd"),
-        ({"miner": "easy"}, "unknown miner 'easy'; valid: all, hard, semihard"),
+        ({"mining": "easy"}, "unknown mining 'easy'; valid: all, hard, semihard"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
         ({"protocol": "kfold"}, "unknown protocol 'kfold'"),
         ({"normalize": "yes"}, "normalize must be true or false"),
@@ -120,7 +120,7 @@ def test_config_file_errors(tmp_path):
 
 
 # -------------------------------------------------------------------------------- build_loss
-def test_build_loss_maps_miner_onto_mining():
+def test_build_loss_maps_the_configs_mining_onto_the_loss():
     loss = build_loss("triplet", {"margin": 0.3}, "semihard", num_classes=5, embedding_dim=8)
     assert (loss.mining, loss.margin) == ("semihard", 0.3)
     assert build_loss("batch_triplet", {}, None, 5, 8).mining == "all"  # alias, loss default
@@ -132,25 +132,25 @@ def test_build_loss_fills_class_count_and_size_for_centre_losses():
 
 
 @pytest.mark.parametrize(
-    ("name", "params", "miner", "message"),
+    ("name", "params", "mining", "message"),
     [
-        ("contrastive", {}, "hard", "incompatible loss and miner: loss 'contrastive' takes no"),
+        ("contrastive", {}, "hard", "incompatible loss and mining: loss 'contrastive' has no"),
         ("nope", {}, None, "unknown loss 'nope'; valid names: "),
         ("triplet", {"margn": 1}, None, "loss 'triplet' has no parameter 'margn'; its parameters:"),
-        ("triplet", {"mining": "all"}, "hard", "miner 'hard' conflicts with loss parameter"),
+        ("triplet", {"mining": "all"}, "hard", "mining 'hard' conflicts with loss parameter"),
         ("triplet", {"margin": "wide"}, None, "invalid parameters for loss 'triplet': margin"),
     ],
 )
-def test_build_loss_errors(name, params, miner, message):
+def test_build_loss_errors(name, params, mining, message):
     with pytest.raises(ValueError) as info:
-        build_loss(name, params, miner, 5, 8)
+        build_loss(name, params, mining, 5, 8)
     assert message in str(info.value)
 
 
-def test_incompatible_miner_error_lists_losses_that_take_one():
+def test_incompatible_mining_error_lists_losses_that_take_one():
     with pytest.raises(ValueError) as info:
         build_loss("contrastive", {}, "hard", 5, 8)
-    assert "miners apply to: " in str(info.value) and "triplet" in str(info.value)
+    assert "mining applies to: " in str(info.value) and "triplet" in str(info.value)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -301,7 +301,7 @@ def test_fresh_run_into_non_empty_directory_is_refused(tmp_path):
 
 def test_learnable_loss_parameters_are_optimised_and_checkpointed(tmp_path):
     trainer = mk.Trainer(
-        small(tmp_path, loss="triplet_center", miner=None, epochs=1), progress=False
+        small(tmp_path, loss="triplet_center", mining=None, epochs=1), progress=False
     )
     centers = trainer.loss_fn.centers
     start = centers.detach().clone()
@@ -313,7 +313,7 @@ def test_learnable_loss_parameters_are_optimised_and_checkpointed(tmp_path):
 
 
 def test_non_triplet_loss_has_no_difficulty_columns(tmp_path):
-    trainer = mk.Trainer(small(tmp_path, loss="contrastive", miner=None, epochs=1), progress=False)
+    trainer = mk.Trainer(small(tmp_path, loss="contrastive", mining=None, epochs=1), progress=False)
     assert {k for k in trainer.fit()[0] if not k.startswith("test_")} == {"epoch", "loss", "time"}
 
 

@@ -18,7 +18,7 @@ def groups(trainer):
 
 @pytest.mark.parametrize("name", PROXY_LOSSES)
 def test_every_proxy_loss_trains_with_its_own_learning_rate(tmp_path, name):
-    trainer = mk.Trainer(small(tmp_path, loss=name, miner=None, epochs=1, lr=2e-3), progress=False)
+    trainer = mk.Trainer(small(tmp_path, loss=name, mining=None, epochs=1, lr=2e-3), progress=False)
     loss_fn = trainer.loss_fn
     classes = len(trainer.train_classes)
     assert loss_fn.num_classes == classes == int(trainer.y_train.max()) + 1
@@ -34,12 +34,12 @@ def test_every_proxy_loss_trains_with_its_own_learning_rate(tmp_path, name):
 
 
 def test_explicit_loss_lr_and_other_losses(tmp_path):
-    trainer = mk.Trainer(small(tmp_path, "a", loss="proxy_anchor", miner=None, loss_lr=0.05),
+    trainer = mk.Trainer(small(tmp_path, "a", loss="proxy_anchor", mining=None, loss_lr=0.05),
                          progress=False)
     assert [lr for lr, _ in groups(trainer)] == [1e-3, 0.05]
     # a loss with parameters that is not a proxy loss (margin's learnable β) keeps the network's
     # learning rate (triplet_center's centres are proxies: they get loss_lr)
-    trainer = mk.Trainer(small(tmp_path, "b", loss="margin", miner=None), progress=False)
+    trainer = mk.Trainer(small(tmp_path, "b", loss="margin", mining=None), progress=False)
     assert [lr for lr, _ in groups(trainer)] == [1e-3, 1e-3]
     # a loss without parameters: one group
     trainer = mk.Trainer(small(tmp_path, "c", optimizer="sgd", loss_lr=0.5), progress=False)
@@ -47,7 +47,7 @@ def test_explicit_loss_lr_and_other_losses(tmp_path):
 
 
 def test_resume_with_proxies_is_bitwise(tmp_path):
-    options = {"loss": "arcface", "miner": None, "loss_params": {"scale": 16.0}}
+    options = {"loss": "arcface", "mining": None, "loss_params": {"scale": 16.0}}
     full = mk.Trainer(small(tmp_path, "full", **options), progress=False).fit()
     mk.Trainer(small(tmp_path, "part", epochs=1, **options), progress=False).fit()
     resumed = mk.Trainer(small(tmp_path, "part", **options), progress=False).fit(resume=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -95,6 +96,15 @@ def check_reduction(reduction: object) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction  # type: ignore[return-value]
+
+
+def renamed(new_value: object, old_value: object, new: str, old: str, where: str) -> object:
+    """``new_value``, or ``old_value`` when the deprecated spelling ``old`` of ``new`` was given
+    (not None): then with a DeprecationWarning attributed to the caller of ``where``."""
+    if old_value is None:
+        return new_value
+    warnings.warn(f"{where}: {old}= is deprecated, use {new}=", DeprecationWarning, stacklevel=3)
+    return old_value
 
 
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:

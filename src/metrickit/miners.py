@@ -41,6 +41,7 @@ from ._validation import (
     check_positive_int,
     check_tensor,
     compute_dtype,
+    renamed,
 )
 from .distances import (
     DISTANCES,
@@ -144,13 +145,20 @@ def _semihard_block(d: Tensor, members: Tensor, d_ap: Tensor, farthest: Tensor) 
 
 
 def select_triplets(
-    embeddings: Tensor, labels: Tensor, mining: str = "semihard", distance: str = "euclidean"
+    embeddings: Tensor,
+    labels: Tensor,
+    mining: str = "semihard",
+    distance: str = "euclidean",
+    *,
+    strategy: str | None = None,
 ) -> Selection:
     """The triplets of :func:`batch_hard_triplets` (``"hard"``: one slot per anchor) or
     :func:`semihard_triplets` (``"semihard"``: one slot per positive, in column order) as fixed
     [B, k] index tensors, mined one cache-sized block of distance rows at a time: no B×B matrix
     is kept, no sort for few positives (one pass per positive). One host read of the largest
-    class size (free on CPU, a sync elsewhere)."""
+    class size (free on CPU, a sync elsewhere). ``strategy=`` is the deprecated name of
+    ``mining``."""
+    mining = renamed(mining, strategy, "mining", "strategy", "select_triplets")
     check_choice(mining, "mining", MINING)
     check_choice(distance, "distance", DISTANCES)
     check_embeddings(embeddings)
@@ -302,6 +310,8 @@ def mine_offline(
     margin: float = 0.2,
     distance: str = "euclidean",
     chunk_size: int = 1024,
+    *,
+    strategy: str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(a, p, n)`` over a whole embedded data set, at most one triplet per anchor.
 
@@ -324,8 +334,10 @@ def mine_offline(
     an add: a masked fill is several times slower on CPU), then takes the same ``argmin``, in a
     second [256, N] block. The blocks are fixed, so the result
     does not depend on ``chunk_size``, which is kept for compatibility and does not change the
-    work (nor the memory, at most a [256, N] block).
+    work (nor the memory, at most a [256, N] block). ``strategy=`` is the deprecated name of
+    ``mining``.
     """
+    mining = renamed(mining, strategy, "mining", "strategy", "mine_offline")
     check_choice(mining, "mining", MINING)
     margin = check_nonnegative(margin, "margin")
     check_positive_int(chunk_size, "chunk_size")

@@ -19,7 +19,7 @@ DEMO_CONFIG = {
     "normalize": True,
     "loss": "triplet",
     "loss_params": {"margin": 0.2},
-    "miner": "hard",
+    "mining": "hard",
     "p": 10,
     "k": 4,
     "optimizer": "adam",

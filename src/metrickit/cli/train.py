@@ -16,14 +16,22 @@ from typing import Any
 import yaml
 
 from . import UsageError
-from ._common import add_dataset, add_device, add_output, add_quiet, add_threads, apply_threads
+from ._common import (
+    add_dataset,
+    add_deprecated,
+    add_device,
+    add_output,
+    add_quiet,
+    add_threads,
+    apply_threads,
+)
 
 _DESCRIPTION = (
     "Train an embedding network on P×K batches, evaluate it on the test split and write a run "
     "directory. Options: defaults, then --config FILE (YAML/TOML/JSON), then flags; --resume "
     "RUN_DIR starts from that run's saved config and continues from its last checkpoint."
 )
-_HELP_EPILOG = "Example: metrickit train --dataset digits --loss triplet --miner hard --epochs 5"
+_HELP_EPILOG = "Example: metrickit train --dataset digits --loss triplet --mining hard --epochs 5"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +83,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="a loss parameter, repeatable (e.g. --loss-param margin=0.2)",
     )
-    add("--miner", help="triplet mining: all, hard or semihard (for losses with a mining option)")
+    add("--mining", help="triplet mining: all, hard or semihard (for losses with a mining option)")
+    add_deprecated(parser, "--miner", "--mining", dest="mining")
     add("-P", "--p", dest="p", type=int, help="classes per batch [min(8, training classes)]")
     add("-K", "--k", dest="k", type=int, help="samples per class in a batch [4]")
     add("--batches-per-epoch", type=int, help="P×K batches per epoch")

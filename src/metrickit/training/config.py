@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .._validation import renamed
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,7 +27,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 PROTOCOLS = ("holdout", "zero_shot")
-MINERS = ("all", "hard", "semihard")
+MINING = ("all", "hard", "semihard")
 IMAGE_MODES = ("L", "RGB")
 AUGMENTATIONS = ("none", "crop_flip", "torchvision")
 PRECISIONS = ("32", "bf16", "fp16")
@@ -41,9 +44,10 @@ class TrainConfig:
     """Every option of a training run (see docs/training.md).
 
     Defaults: digits data, MLP with 64-D L2-normalised embeddings, triplet loss with its own
-    defaults (``miner=None`` keeps the loss's ``mining``), P×K batches with K = 4 and P = 8 or the
-    number of training classes when fewer (``p=None``), Adam at 1e-3 (the loss's own parameters
-    at ``loss_lr``; None: 100× lr for proxy losses, lr otherwise),
+    defaults (``mining=None`` keeps the loss's own ``mining``; ``miner`` is its deprecated name),
+    P×K batches with K = 4 and P = 8 or the number of training classes when fewer
+    (``p=None``), Adam at 1e-3 (the loss's own parameters at ``loss_lr``; None: 100× lr for proxy
+    losses, lr otherwise),
     10 epochs, seed 0, hold-out split with the protocol's default test size (``test_size=None``:
     20% of the samples for "holdout", half of the classes for "zero_shot"), evaluation once at
     the end (``eval_every=0``).
@@ -72,7 +76,7 @@ class TrainConfig:
     normalize: bool = True
     loss: str = "triplet"
     loss_params: dict[str, Any] = field(default_factory=dict)
-    miner: str | None = None
+    mining: str | None = None
     p: int | None = None
     k: int = 4
     batches_per_epoch: int | None = None
@@ -105,8 +109,10 @@ class TrainConfig:
     workers: int = 0
     pin_memory: bool = False
     tensorboard: bool = False
+    miner: InitVar[str | None] = None  # deprecated name of mining
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, miner: str | None = None) -> None:
+        self.mining = renamed(self.mining, miner, "mining", "miner", "TrainConfig")
         _check_str(self.dataset, "dataset")
         _check_str(self.model, "model")
         _check_str(self.loss, "loss")
@@ -145,7 +151,7 @@ class TrainConfig:
                 f"got {self.loss_params!r}"
             )
         self.loss_params = dict(self.loss_params)
-        _check_choice(self.miner, "miner", MINERS, allow_none=True)
+        _check_choice(self.mining, "mining", MINING, allow_none=True)
         _check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         _check_choice(self.device, "device", DEVICES)
         _check_choice(self.protocol, "protocol", PROTOCOLS)
@@ -234,6 +240,13 @@ class TrainConfig:
         ]
 
 
+def _deprecated_miner(config: TrainConfig) -> str | None:
+    warnings.warn("TrainConfig.miner is deprecated, use mining", DeprecationWarning, stacklevel=2)
+    return config.mining
+
+
+TrainConfig.miner = property(_deprecated_miner)  # type: ignore[assignment]
+
 def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
@@ -288,6 +301,8 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
 def _normalise_keys(values: Mapping[str, Any]) -> dict[str, Any]:
     """Keys with underscores; a run's ``inputs`` record (not an option) is left out."""
     out = {str(key).replace("-", "_"): value for key, value in values.items() if key != INPUTS_KEY}
+    if "miner" in out:  # deprecated name of mining (run directories before the rename)
+        out["mining"] = renamed(out.get("mining"), out.pop("miner"), "mining", "miner", "config")
     unknown = sorted(set(out) - set(field_names()))
     if unknown:
         raise ValueError(

@@ -1,6 +1,6 @@
 """``Trainer``: P×K metric-learning training with atomic checkpoints, resume and evaluation.
 
-    >>> trainer = mk.Trainer(mk.TrainConfig(dataset="digits", loss="triplet", miner="hard"))
+    >>> trainer = mk.Trainer(mk.TrainConfig(dataset="digits", loss="triplet", mining="hard"))
     >>> results = trainer.run()          # train, evaluate, write the run directory
     >>> results["trained"]["map_at_r"]
 """
@@ -90,7 +90,7 @@ class Trainer:
         train, validation, test: map-style datasets of ``(input, label)`` items (labels are read
             once without touching inputs, see :func:`~metrickit.training.loading.dataset_labels`).
         loss: an ``nn.Module`` called as ``loss(embeddings, labels)``, or a registered loss name
-            (built with the config's ``loss_params`` and ``miner``).
+            (built with the config's ``loss_params`` and ``mining``).
         optimizer: a callable taking the parameter groups (the network's, then the loss's if it
             has parameters, at ``loss_lr`` when set) and returning a ``torch.optim.Optimizer``.
         callbacks: objects with ``on_step`` / ``on_epoch`` / ``on_evaluate`` hooks (see
@@ -181,7 +181,7 @@ class Trainer:
             if embedding_dim is None:
                 embedding_dim = _output_dim(self.model, self.train_data, self.device)
             self.loss_fn = build_loss(
-                self.loss_name, cfg.loss_params, cfg.miner, len(classes), embedding_dim
+                self.loss_name, cfg.loss_params, cfg.mining, len(classes), embedding_dim
             )
         elif isinstance(loss, nn.Module):
             self.loss_name, self.loss_fn = registered_name(loss), loss
@@ -651,11 +651,11 @@ def resolve_device(name: str) -> torch.device:
 def build_loss(
     name: str,
     params: Mapping[str, Any],
-    miner: str | None,
+    mining: str | None,
     num_classes: int,
     embedding_dim: int,
 ) -> nn.Module:
-    """A registered batch loss with its parameters; ``miner`` sets its ``mining`` parameter.
+    """A registered batch loss with its parameters; ``mining`` (the config's) sets its own.
 
     ``num_classes`` and ``embedding_dim`` are filled in for losses that take them (class centres,
     proxies) unless given in ``params``.
@@ -663,7 +663,7 @@ def build_loss(
     key = resolve_loss_name(name)
     accepted = inspect.signature(get_loss_class(key)).parameters
     params = dict(params)
-    if miner is not None:
+    if mining is not None:
         if "mining" not in accepted:
             with_mining = [
                 n
@@ -671,14 +671,14 @@ def build_loss(
                 if "mining" in inspect.signature(get_loss_class(n)).parameters
             ]
             raise ValueError(
-                f"incompatible loss and miner: loss {name!r} takes no miner (got miner "
-                f"{miner!r}); miners apply to: {', '.join(with_mining) or 'no registered loss'}"
+                f"incompatible loss and mining: loss {name!r} has no mining option (got mining "
+                f"{mining!r}); mining applies to: {', '.join(with_mining) or 'no registered loss'}"
             )
-        if params.get("mining", miner) != miner:
+        if params.get("mining", mining) != mining:
             raise ValueError(
-                f"miner {miner!r} conflicts with loss parameter mining={params['mining']!r}"
+                f"mining {mining!r} conflicts with loss parameter mining={params['mining']!r}"
             )
-        params["mining"] = miner
+        params["mining"] = mining
     for auto, value in (("num_classes", num_classes), ("embedding_dim", embedding_dim)):
         if auto in accepted and auto not in params:
             params[auto] = value
