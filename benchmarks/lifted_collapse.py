@@ -4,7 +4,8 @@
 --dataset mnist5k --loss lifted_structure`` once per seed (default: CNN, P×K = 10×4, as the
 mnist5k hold-out setting of benchmarks/loss_quality.py; ``--model mlp --p 8 --k 4`` for the CLI's
 defaults) and prints, per seed, how many test images share a bit-identical embedding with another
-test image, and MAP@R. ``--loss-param margin=0.5`` style options change the loss.
+test image, and MAP@R. ``--loss-param margin=0.5`` style options change the loss
+(``--loss-param negatives=sum``: the paper's log-sum-exp, the default before the fix).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tempfile
 
 import torch
 
+from metrickit.cli.train import parse_loss_params
 from metrickit.training import TrainConfig, Trainer
 
 
@@ -38,7 +40,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    params = {k: float(v) for k, v in (p.split("=", 1) for p in args.loss_param)}
+    params = parse_loss_params(args.loss_param)
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as out:
             cfg = TrainConfig(dataset="mnist5k", model=args.model, loss=args.loss,

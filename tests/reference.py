@@ -119,23 +119,24 @@ def batch_quadruplet(emb, labels, margin1=1.0, margin2=0.5) -> float:
     return (s1 / c1 if c1 else 0.0) + (s2 / c2 if c2 else 0.0)
 
 
-def lifted_structure(emb, labels, margin=1.0) -> list[float]:
-    """½ max(J_ij, 0)² for each positive pair i < j having at least one negative."""
+def lifted_structure(emb, labels, margin=1.0, negatives="mean") -> list[float]:
+    """½ max(J_ij, 0)² for each positive pair i < j having at least one negative; "mean" takes
+    log(Σ/count) over the count = |N(i)| + |N(j)| terms, "sum" (the paper's) log Σ."""
     n = len(emb)
     out = []
     for i in range(n):
         for j in range(i + 1, n):
             if labels[i] != labels[j]:
                 continue
-            s = 0.0
+            s, count = 0.0, 0
             for k in range(n):
                 if labels[k] != labels[i]:
-                    s += math.exp(margin - euclid(emb[i], emb[k]))
+                    s, count = s + math.exp(margin - euclid(emb[i], emb[k])), count + 1
                 if labels[k] != labels[j]:
-                    s += math.exp(margin - euclid(emb[j], emb[k]))
-            if s == 0.0:
+                    s, count = s + math.exp(margin - euclid(emb[j], emb[k])), count + 1
+            if count == 0:
                 continue
-            jij = math.log(s) + euclid(emb[i], emb[j])
+            jij = math.log(s / count if negatives == "mean" else s) + euclid(emb[i], emb[j])
             out.append(0.5 * max(jij, 0.0) ** 2)
     return out
 
@@ -540,21 +541,23 @@ def ref_set_contrastive(refs, ref_labels, offset, b, margin=1.0) -> list[float]:
     return out
 
 
-def ref_set_lifted(refs, ref_labels, offset, b, margin=1.0) -> list[float]:
+def ref_set_lifted(refs, ref_labels, offset, b, margin=1.0, negatives="mean") -> list[float]:
     """½ max(J, 0)² per pair (i, j), j > offset + i, same class; N(i) over the references,
-    N(j) over the anchors; pairs with no negative on either side skipped."""
+    N(j) over the anchors; pairs with no negative on either side skipped; "mean" as in
+    :func:`lifted_structure`."""
     out = []
     anchors = range(offset, offset + b)
     for i in anchors:
         for j in range(i + 1, len(refs)):
             if ref_labels[i] != ref_labels[j]:
                 continue
-            s = sum(math.exp(margin - euclid(refs[i], refs[k]))
-                    for k in range(len(refs)) if ref_labels[k] != ref_labels[i])
-            s += sum(math.exp(margin - euclid(refs[j], refs[l]))
-                     for l in anchors if ref_labels[l] != ref_labels[j])
-            if s == 0.0:
+            terms = [math.exp(margin - euclid(refs[i], refs[k]))
+                     for k in range(len(refs)) if ref_labels[k] != ref_labels[i]]
+            terms += [math.exp(margin - euclid(refs[j], refs[l]))
+                      for l in anchors if ref_labels[l] != ref_labels[j]]
+            if not terms:
                 continue
+            s = sum(terms) / len(terms) if negatives == "mean" else sum(terms)
             out.append(0.5 * max(math.log(s) + euclid(refs[i], refs[j]), 0.0) ** 2)
     return out
 

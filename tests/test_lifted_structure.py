@@ -15,15 +15,18 @@ AGG = {"mean": np.mean, "sum": np.sum, "none": lambda v: np.asarray(v)}
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("margin", [1.0, 0.2])
-def test_matches_bruteforce(layout, reduction, margin):
+@pytest.mark.parametrize("negatives", ["mean", "sum"])
+def test_matches_bruteforce(layout, reduction, margin, negatives):
     emb = random_batch(layout, dim=3, seed=8)
     x = t64(emb, True)
-    loss = mk.F.lifted_structure_loss(x, torch.tensor(layout), margin=margin, reduction=reduction)
+    loss = mk.F.lifted_structure_loss(
+        x, torch.tensor(layout), margin=margin, reduction=reduction, negatives=negatives
+    )
     agg = AGG[reduction]
-    ref = agg(lifted_structure(emb, layout, margin))
+    ref = agg(lifted_structure(emb, layout, margin, negatives))
     np.testing.assert_allclose(loss.detach().numpy(), ref, rtol=1e-10)
     loss.sum().backward()
-    num = numeric_grad(lambda v: np.sum(agg(lifted_structure(v, layout, margin))), emb)
+    num = numeric_grad(lambda v: np.sum(agg(lifted_structure(v, layout, margin, negatives))), emb)
     np.testing.assert_allclose(x.grad.numpy(), num, atol=1e-6)
 
 
@@ -39,7 +42,8 @@ def test_paper_normalisation_one_over_two_p():
         )
         js.append(math.log(s) + euclid(emb[i], emb[j]))
     paper = sum(max(v, 0) ** 2 for v in js) / (2 * 4)
-    assert mk.F.lifted_structure_loss(t64(emb), torch.tensor(labels)).item() == pytest.approx(paper)
+    loss = mk.F.lifted_structure_loss(t64(emb), torch.tensor(labels), negatives="sum")
+    assert loss.item() == pytest.approx(paper)
 
 
 def test_core_with_a_separate_reference_set():
@@ -61,7 +65,7 @@ def test_core_with_a_separate_reference_set():
 
     a, r = t64(xa, True), t64(xr, True)
     pos, neg = pair_masks(torch.tensor(ya), torch.tensor(yr))
-    loss = mk.F.lifted_structure_from_distances(pairwise_distance(a, r), pos, neg)
+    loss = mk.F.lifted_structure_from_distances(pairwise_distance(a, r), pos, neg, negatives="sum")
     assert loss.item() == pytest.approx(brute(xa, xr), rel=1e-10)
     loss.backward()
     np.testing.assert_allclose(a.grad.numpy(), numeric_grad(lambda v: brute(v, xr), xa), atol=1e-6)
@@ -78,11 +82,13 @@ def test_no_usable_pair_gives_zero_with_zero_grads(labels):
     assert mk.F.lifted_structure_loss(x, torch.tensor(labels), reduction="none").shape == (0,)
 
 
-def test_identical_embeddings_give_finite_grads():
+@pytest.mark.parametrize("negatives", ["mean", "sum"])
+def test_identical_embeddings_give_finite_grads(negatives):
     x = torch.ones(12, 4, requires_grad=True)
-    loss = mk.F.lifted_structure_loss(x, torch.arange(12) // 3, margin=1.0)
+    loss = mk.F.lifted_structure_loss(x, torch.arange(12) // 3, margin=1.0, negatives=negatives)
     loss.backward()
-    j = 1.0 + math.log(2 * 9)  # d = 0 everywhere: J = log(2·9·e^m)
+    # d = 0 everywhere: J = log(2·9·e^m), or log(e^m) = m for the mean over the 2·9 negatives
+    j = 1.0 + (math.log(2 * 9) if negatives == "sum" else 0.0)
     assert loss.item() == pytest.approx(0.5 * j**2, rel=1e-6)
     assert torch.isfinite(x.grad).all()
 
@@ -92,7 +98,7 @@ def test_huge_distances_do_not_overflow():
     x = torch.zeros(4, 2)
     x[0, 0], x[1, 0] = 1e6, -1e6
     x.requires_grad_()
-    loss = mk.F.lifted_structure_loss(x, torch.tensor([0, 0, 1, 1]))
+    loss = mk.F.lifted_structure_loss(x, torch.tensor([0, 0, 1, 1]), negatives="sum")
     loss.backward()
     j01 = 1 + math.log(4) - 1e6 + 2e6  # pair (0, 1): four terms e^{m − 1e6}, d_01 = 2e6
     j23 = 1 + math.log(4) - 1e6  # pair (2, 3): the same four terms, d_23 = 0, so J < 0
@@ -118,6 +124,8 @@ def test_module_equals_functional_and_registry():
     assert isinstance(mk.losses.get_loss("lifted_structure"), mk.losses.LiftedStructureLoss)
     expected = mk.F.lifted_structure_loss(x, labels, 0.5, "sum")
     assert torch.equal(m(x, labels), expected)
+    paper = mk.losses.LiftedStructureLoss(negatives="sum")
+    assert torch.equal(paper(x, labels), mk.F.lifted_structure_loss(x, labels, negatives="sum"))
 
 
 def test_bad_inputs_name_the_argument():
@@ -126,9 +134,36 @@ def test_bad_inputs_name_the_argument():
         mk.F.lifted_structure_loss(x, labels, margin=-1.0)
     with pytest.raises(ValueError, match="reduction"):
         mk.F.lifted_structure_loss(x, labels, reduction="avg")
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        mk.F.lifted_structure_loss(x, labels, negatives="max")
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        mk.losses.LiftedStructureLoss(negatives="max")
     with pytest.raises(ValueError, match="labels.*length 4, got 3"):
         mk.F.lifted_structure_loss(x, labels[:3])
     with pytest.raises(TypeError, match="labels must be an integer"):
         mk.F.lifted_structure_loss(x, labels.float())
     with pytest.raises(ValueError, match="embeddings must be 2-D"):
         mk.F.lifted_structure_loss(torch.randn(4), labels)
+
+
+def separated_unit_batch(classes: int, per_class: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised embeddings, class c at the basis vector e_c: positives coincide, negatives
+    are √2 apart (farther than m + d = 1 at the default margin)."""
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    return torch.eye(classes)[labels].requires_grad_(), labels
+
+
+@pytest.mark.parametrize("classes", [8, 32])
+def test_defaults_stop_pulling_a_separated_normalised_batch(classes):
+    # Regression (mnist5k collapse, docs/losses.md): with the paper's log-sum-exp J ≥
+    # log(|N(i)| + |N(j)|) + m − 2 > 0 on the unit sphere, so positives were pulled together for
+    # ever (here J = log 56 + 1 − √2 ≈ 3.6 at P×K = 8×4) and a ReLU network collapsed inputs onto
+    # one vector. At the defaults a separated batch is a minimum: loss 0, no gradient, whatever P.
+    x, labels = separated_unit_batch(classes)
+    loss = mk.F.lifted_structure_loss(x, labels)
+    loss.backward()
+    assert loss.item() == 0 and torch.equal(x.grad, torch.zeros_like(x))
+    assert mk.losses.LiftedStructureLoss()(x, labels).item() == 0
+    paper = mk.F.lifted_structure_loss(x, labels, negatives="sum").item()
+    j = math.log(2 * (classes - 1) * 4) + 1 - math.sqrt(2)
+    assert paper == pytest.approx(0.5 * j**2, rel=1e-5) and paper > 6
