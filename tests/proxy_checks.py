@@ -1,10 +1,16 @@
 """Checks every proxy loss's tests share: reference values/gradients, PML equality, edge cases.
 
+:data:`CASES` lists the losses whose reference and PML checks run from one parametrised test
+(tests/test_proxy_shared.py); the others call the ``assert_*`` helpers with their own set-up.
+
 ``fn(embeddings, labels, proxies, reduction=...)`` is the functional form with its
 hyper-parameters bound; ``ref(emb, labels, proxies, reduction)`` the brute-force reference.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -132,3 +138,77 @@ def assert_module_contract(cls, name, aliases, functional, per_class=1, **params
     with pytest.raises(ValueError, match="reduction"):
         cls(3, 4, reduction="avg")
     return m
+
+
+class Case(NamedTuple):
+    """One proxy loss's shared checks: its functional form and brute-force reference with the
+    hyper-parameters ``params`` (passed to the reference positionally, in order), the seed of its
+    random problem, and PML's loss class with its class-vector attribute and layout, compared at
+    each ``(ours, pml)`` pair of constructor arguments of ``pml_configs``."""
+
+    functional: Callable
+    reference: Callable
+    params: dict
+    seed: int
+    module: str
+    pml: str
+    weight: str
+    transpose: bool
+    pml_configs: list
+
+
+def _cases() -> dict[str, Case]:
+    import metrickit as mk
+    import proxy_reference as R
+
+    return {
+        "cosface": Case(
+            mk.F.cosface_loss, R.cosface_loss, {"margin": 0.3, "scale": 5.0}, 9, "CosFaceLoss",
+            "CosFaceLoss", "W", True,
+            [({}, {}), ({"margin": np.float64(0.2), "scale": np.int64(10)},
+                        {"margin": 0.2, "scale": 10})],
+        ),
+        "proxy_anchor": Case(  # layout singletons_mixed: proxies without a positive sample
+            mk.F.proxy_anchor_loss, R.proxy_anchor_loss, {"margin": 0.2, "alpha": 4.0}, 4,
+            "ProxyAnchorLoss", "ProxyAnchorLoss", "proxies", False,
+            [({}, {}), ({"margin": 0.3, "alpha": np.float32(10)}, {"margin": 0.3, "alpha": 10})],
+        ),
+        "normalized_softmax": Case(
+            mk.F.normalized_softmax_loss, R.normalized_softmax_loss, {"temperature": 0.25}, 8,
+            "NormalizedSoftmaxLoss", "NormalizedSoftmaxLoss", "W", True,
+            [({}, {}), ({"temperature": np.float32(0.5)}, {"temperature": 0.5})],
+        ),
+        "proxy_nca": Case(  # T = 1/9 is PML's softmax_scale = 9
+            mk.F.proxy_nca_loss, R.proxy_nca_loss, {"temperature": 0.3}, 6, "ProxyNCALoss",
+            "ProxyNCALoss", "proxies", False,
+            [({}, {"softmax_scale": 9}), ({"temperature": np.float64(1.0)}, {})],
+        ),
+    }
+
+
+CASES = _cases()
+
+
+def check_case_reference(case: Case, layout, reduction) -> None:
+    emb, proxies = random_problem(layout, seed=case.seed)
+
+    def fn(x, y, p, reduction="mean"):
+        return case.functional(x, y, p, **case.params, reduction=reduction)
+
+    def ref(e, y, p, reduction):
+        return case.reference(e, y, p, *case.params.values(), reduction)
+
+    assert_matches_reference(fn, ref, emb, layout, proxies, reduction)
+
+
+def check_case_pml(case: Case) -> None:
+    import pytorch_metric_learning.losses as pml_losses
+
+    import metrickit as mk
+
+    for i, (ours_args, pml_args) in enumerate(case.pml_configs):
+        torch.manual_seed(i)
+        ours = getattr(mk.losses, case.module)(8, 16, **ours_args)
+        pml = getattr(pml_losses, case.pml)(8, 16, **pml_args)
+        value = assert_equals_pml(ours, pml, case.weight, transpose=case.transpose)
+        assert i or value > 0

@@ -1,45 +1,12 @@
+"""cosface: its own checks; the shared ones (reference values and gradients, PML equality,
+edge cases) run in tests/test_proxy_shared.py."""
+
 import numpy as np
 import pytest
 import torch
 
 import metrickit as mk
-from proxy_checks import (
-    assert_edge_cases,
-    assert_equals_pml,
-    assert_matches_reference,
-    assert_module_contract,
-    random_problem,
-)
-from proxy_reference import cosface_loss as ref_loss
-
-
-def fn(x, y, p, reduction="mean"):
-    return mk.F.cosface_loss(x, y, p, margin=0.3, scale=5.0, reduction=reduction)
-
-
-def ref(e, y, p, reduction):
-    return ref_loss(e, y, p, 0.3, 5.0, reduction)
-
-
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_value_and_grads_match_reference(layout, reduction):
-    emb, proxies = random_problem(layout, seed=9)
-    assert_matches_reference(fn, ref, emb, layout, proxies, reduction)
-
-
-def test_equals_pml():
-    from pytorch_metric_learning.losses import CosFaceLoss as PML
-
-    torch.manual_seed(0)
-    ours = mk.losses.CosFaceLoss(8, 16)
-    assert assert_equals_pml(ours, PML(8, 16), "W", transpose=True) > 0
-    torch.manual_seed(1)
-    ours = mk.losses.CosFaceLoss(8, 16, margin=np.float64(0.2), scale=np.int64(10))
-    assert_equals_pml(ours, PML(8, 16, margin=0.2, scale=10), "W", transpose=True)
-
-
-def test_edge_cases():
-    assert_edge_cases(mk.F.cosface_loss)
+from proxy_checks import assert_module_contract
 
 
 def test_large_scale_does_not_overflow():

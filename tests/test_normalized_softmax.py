@@ -1,45 +1,11 @@
-import numpy as np
+"""normalized_softmax: its own checks; the shared ones (reference values and gradients, PML
+equality, edge cases) run in tests/test_proxy_shared.py."""
+
 import pytest
 import torch
 
 import metrickit as mk
-from proxy_checks import (
-    assert_edge_cases,
-    assert_equals_pml,
-    assert_matches_reference,
-    assert_module_contract,
-    random_problem,
-)
-from proxy_reference import normalized_softmax_loss as ref_loss
-
-
-def fn(x, y, p, reduction="mean"):
-    return mk.F.normalized_softmax_loss(x, y, p, temperature=0.25, reduction=reduction)
-
-
-def ref(e, y, p, reduction):
-    return ref_loss(e, y, p, 0.25, reduction)
-
-
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_value_and_grads_match_reference(layout, reduction):
-    emb, proxies = random_problem(layout, seed=8)
-    assert_matches_reference(fn, ref, emb, layout, proxies, reduction)
-
-
-def test_equals_pml():
-    from pytorch_metric_learning.losses import NormalizedSoftmaxLoss as PML
-
-    torch.manual_seed(0)
-    ours = mk.losses.NormalizedSoftmaxLoss(8, 16)
-    assert assert_equals_pml(ours, PML(8, 16), "W", transpose=True) > 0
-    torch.manual_seed(1)
-    ours = mk.losses.NormalizedSoftmaxLoss(8, 16, temperature=np.float32(0.5))
-    assert_equals_pml(ours, PML(8, 16, temperature=0.5), "W", transpose=True)
-
-
-def test_edge_cases():
-    assert_edge_cases(mk.F.normalized_softmax_loss)
+from proxy_checks import assert_module_contract
 
 
 def test_scale_free_and_tiny_temperature_is_finite():

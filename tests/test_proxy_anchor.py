@@ -1,49 +1,13 @@
+"""proxy_anchor: its own checks; the shared ones (reference values and gradients, PML equality,
+edge cases) run in tests/test_proxy_shared.py."""
+
 import math
 
-import numpy as np
 import pytest
 import torch
 
 import metrickit as mk
-from proxy_checks import (
-    assert_edge_cases,
-    assert_equals_pml,
-    assert_matches_reference,
-    assert_module_contract,
-    random_problem,
-)
-from proxy_reference import proxy_anchor_loss as ref_loss
-
-
-def fn(x, y, p, reduction="mean"):
-    return mk.F.proxy_anchor_loss(x, y, p, margin=0.2, alpha=4.0, reduction=reduction)
-
-
-def ref(e, y, p, reduction):
-    return ref_loss(e, y, p, 0.2, 4.0, reduction)
-
-
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_value_and_grads_match_reference(layout, reduction):
-    emb, proxies = random_problem(layout, seed=4)
-    # singletons_mixed has class ids up to 9: proxies without a positive sample
-    assert_matches_reference(fn, ref, emb, layout, proxies, reduction)
-
-
-def test_equals_pml():
-    from pytorch_metric_learning.losses import ProxyAnchorLoss as PML
-
-    torch.manual_seed(0)
-    ours = mk.losses.ProxyAnchorLoss(8, 16)
-    value = assert_equals_pml(ours, PML(8, 16), "proxies", transpose=False)
-    assert value > 0
-    torch.manual_seed(0)
-    ours = mk.losses.ProxyAnchorLoss(8, 16, margin=0.3, alpha=np.float32(10))
-    assert_equals_pml(ours, PML(8, 16, margin=0.3, alpha=10), "proxies", transpose=False)
-
-
-def test_edge_cases():
-    assert_edge_cases(mk.F.proxy_anchor_loss)
+from proxy_checks import assert_module_contract
 
 
 def test_proxies_without_positives_count_only_in_the_negative_part():
