@@ -31,8 +31,9 @@ from .._validation import check_embeddings, check_labels, compute_dtype
 from ..masks import mined_pair_masks, resolve_references
 from ._base import BatchLoss
 
-# Elements of one block of similarity rows (4 MiB in float32).
-ROW_BLOCK_ELEMENTS = 1 << 20
+# Elements of one block of similarity rows (16 MiB in float32): few enough blocks that the
+# per-block work on the positives and the Python loop stay small beside the B×M passes.
+ROW_BLOCK_ELEMENTS = 1 << 22
 
 
 class CosinePairs(NamedTuple):
