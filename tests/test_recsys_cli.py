@@ -75,6 +75,12 @@ def test_csv_data_and_errors(tmp_path, capsys):
     assert main(args[:-2] + ["--model", "two-tower", "-o", str(tmp_path / "tt")]) == 2
     assert "two-tower needs side features" in capsys.readouterr().err
     assert not (tmp_path / "tt").exists()
+    assert main(args[:-2] + ["--engine", "autograd", "-o", str(tmp_path / "ag")]) == 0
+    assert json.loads((tmp_path / "ag" / "config.json").read_text())["engine"] == "autograd"
+    assert main(args[:-2] + ["--engine", "sparse", "--optimizer", "adam", "-o",
+                             str(tmp_path / "sp")]) == 2
+    assert "engine='sparse' needs" in capsys.readouterr().err
+    assert not (tmp_path / "sp").exists()
     assert main(["recsys", "train", "--dataset", "nowhere", "--quiet"]) == 2
     assert "neither a built-in dataset" in capsys.readouterr().err
     assert main(["recsys", "train", "--dataset", str(tmp_path / "x.csv"), "--quiet"]) == 2
