@@ -39,7 +39,7 @@ def test_outputs_never_import_the_trainer():
 
 
 def test_a_step_returns_a_named_result(tmp_path):
-    trainer = mk.Trainer({**SMALL, "output": str(tmp_path / "r"), "miner": "hard"}, False)
+    trainer = mk.Trainer({**SMALL, "output": str(tmp_path / "r"), "mining": "hard"}, False)
     result = trainer._step(*next(iter(trainer.loader)))
     assert isinstance(result, StepResult) and result.total > 0
     assert result.easy + result.semihard + result.hard == result.total
