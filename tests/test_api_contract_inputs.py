@@ -197,3 +197,16 @@ def test_warp_takes_its_mask_as_relevant_and_positives_is_deprecated():
         mk.F.warp_loss(scores)
     with pytest.raises(TypeError, match="relevant must be a bool mask"):
         mk.F.warp_loss(scores, mask.long())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", [(0, 0), (40, 5), (-1, -1)])
+def test_one_non_finite_value_anywhere_is_refused(dtype, bad, where):
+    from metrickit._validation import check_embeddings
+
+    x = torch.randn(41, 18).to(dtype)[:, ::3]  # strided too
+    check_embeddings(x)
+    x[where] = bad
+    with pytest.raises(ValueError, match="x contains NaN or infinite values"):
+        check_embeddings(x, "x")
