@@ -1,14 +1,14 @@
 """The fit loop of sentence encoders, built from the open trainer's pieces.
 
-AdamW (fused; no weight decay on biases and LayerNorm weights), a linear learning-rate warmup
-over the first ``warmup_ratio`` of the steps then a linear decay to 0, gradient-norm clipping,
-the chosen precision, one seed for the batch order and dropout, and callbacks with the hooks of
-:mod:`metrickit.training.callbacks`; all of these are :mod:`metrickit.training`'s own (schedule,
-clipping, :class:`~metrickit.training.precision.MixedPrecision`, best-evaluation tracking and
-early stopping). Scored pairs are shuffled at random; pairs for in-batch-negatives losses come
-from :class:`~metrickit.text.NoDuplicatesBatchSampler`. With ``mini_batch_size`` set, each step
-is a :func:`~metrickit.text.cached.cached_backward` (GradCache): exact gradients of the whole
-batch with the memory of one mini-batch.
+AdamW (fused; no weight decay on biases and LayerNorm weights), a linear learning-rate warmup over
+the first ``warmup_ratio`` of the steps then a linear decay to 0, gradient-norm clipping, the
+chosen precision, one seed for the batch order and dropout, and callbacks with the hooks of
+:mod:`metrickit.training.callbacks`; all but the optimiser are :mod:`metrickit.training`'s own
+(schedule, clipping, :class:`~metrickit.training.precision.MixedPrecision`, best-evaluation
+tracking and early stopping). Scored pairs are shuffled at random; pairs for in-batch-negatives
+losses come from :class:`~metrickit.text.NoDuplicatesBatchSampler`. With ``mini_batch_size`` set,
+each step is a :func:`~metrickit.text.cached.cached_backward` (GradCache): exact gradients of the
+whole batch with the memory of one mini-batch.
 
 The general :class:`~metrickit.training.Trainer` steps on labelled tensors drawn P×K and
 evaluates by class labels; a text batch is columns of strings (and scores) drawn without
