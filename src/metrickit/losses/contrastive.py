@@ -5,8 +5,10 @@ Also known as: pairwise ranking loss, margin loss (pair form), siamese loss.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
+from .._kernels import unit_rows
 from .._validation import (
     check_choice,
     check_embeddings,
@@ -14,12 +16,14 @@ from .._validation import (
     check_reduction,
     check_same_shape,
     check_tensor,
+    compute_dtype,
     reduce,
 )
 from ..distances import DISTANCES, rowwise_distance
 from ..masks import unordered_pair_mask
 from ._base import BatchLoss, Loss
-from ._pairs import IndicesTuple, batch_call, pair_masks_of, reference_distance
+from ._pair_rows import ROW_BLOCK_ELEMENTS, _same_label_pairs
+from ._pairs import Batch, IndicesTuple, batch_call, pair_masks_of, reference_distance
 from ._registry import register_loss
 
 
@@ -99,12 +103,20 @@ def batch_contrastive_loss(
     a miner's ``indices_tuple`` the pairs are exactly its positive and negative pairs (as
     ordered pairs, each once) that are valid for the labels.
 
+    With ``reduction`` "mean" or "sum" and no ``indices_tuple`` the sum is computed one block of
+    rows at a time with its closed-form gradient (three B×M×D matrix products, O(B·M) memory
+    and no [B, M] autograd graph); ``"none"`` and mined pairs use the dense per-pair form.
+
     Paper: Hadsell, Chopra & LeCun, CVPR 2006. Defaults: margin=1.0, Euclidean distance.
     """
     call = batch_call(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
     margin = check_nonnegative(margin, "margin")
     check_choice(distance, "distance", DISTANCES)
     check_reduction(reduction)
+    if reduction != "none" and indices_tuple is None:
+        total, count = _blockwise_sum(embeddings, call, margin, distance)
+        loss = total / count if reduction == "mean" and count else total
+        return loss.to(embeddings.dtype)
     d = reference_distance(embeddings, call.refs, distance)
     pos, neg = pair_masks_of(call)
     pairs = pos | neg
@@ -113,6 +125,139 @@ def batch_contrastive_loss(
         pairs = pairs & unordered_pair_mask(b, m, call.refs.offset, d.device)
     terms = _contrastive_term(d[pairs], pos[pairs], margin)
     return reduce(terms, reduction).to(embeddings.dtype)
+
+
+def _blockwise_sum(
+    embeddings: Tensor, call: Batch, margin: float, distance: str
+) -> tuple[Tensor, int]:
+    """(Σ of the pair terms, number of pairs) over every unordered pair, one block of rows at a
+    time with the closed-form gradient (:class:`_ContrastiveSum`)."""
+    x = embeddings.to(compute_dtype(embeddings))
+    same = call.refs.embeddings is embeddings
+    r = x if same else call.refs.embeddings.to(compute_dtype(call.refs.embeddings))
+    if distance == "cosine":
+        x = unit_rows(x)
+        r = x if same else unit_rows(r)
+    rows, cols, ptr = _same_label_pairs(call.labels.long(), call.refs.labels.long())
+    b, m, offset = x.shape[0], r.shape[0], call.refs.offset
+    count = b * m if offset is None else sum(max(0, m - offset - i - 1) for i in range(b))
+    total = _ContrastiveSum.apply(x, r, rows, cols, ptr, offset, margin, distance)
+    return total, count
+
+
+class _ContrastiveSum(torch.autograd.Function):
+    """Σ over the pairs (i, j) (j > offset + i, or all with offset None) of the contrastive term,
+    from blocks of rows of the base matrix (x rᵀ for cosine/dot, squared distances for the
+    Euclidean ones). Every pair is first scored as a negative, then the few same-label pairs
+    (from the sorted labels) are rescored as positives. With a gradient wanted each block is
+    overwritten by dℓ/d(base), a block of one [B, M] matrix J, and the backward pass is two
+    matrix products; no [B, M] autograd graph."""
+
+    @staticmethod
+    def forward(ctx, x, r, rows, cols, ptr, offset, margin, distance):  # type: ignore[override]
+        b, m = x.shape[0], r.shape[0]
+        want = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        euclid = distance in ("euclidean", "squared_euclidean")
+        x_sq = (x * x).sum(1) if euclid else None
+        r_sq = (x_sq if r is x else (r * r).sum(1)) if euclid else None
+        jac = x.new_empty(b if want else 0, m)
+        step = max(1, ROW_BLOCK_ELEMENTS // max(m, 1))
+        scratch = None if want else x.new_empty(min(step, b), m)
+        total = x.new_zeros(())
+        for start in range(0, b if m else 0, step):
+            stop = min(start + step, b)
+            s = jac[start:stop] if want else scratch[: stop - start]
+            torch.mm(x[start:stop], r.T, out=s)
+            if euclid:
+                s.mul_(-2).add_(x_sq[start:stop, None]).add_(r_sq).clamp_min_(0)
+            pr, pc = rows[ptr[start]:ptr[stop]] - start, cols[ptr[start]:ptr[stop]]
+            keep = None if offset is None else pc > pr + start + offset
+            h = _negative_hinge(s, margin, distance)
+            h[pr, pc] = 0
+            if offset is not None:
+                _drop_lower(h, offset + start)
+            base = s[pr, pc] if keep is None else s[pr[keep], pc[keep]]
+            total += torch.dot(h.view(-1), h.view(-1)) / 2 + _positive_term(base, distance).sum()
+            if want:
+                _negative_grad(s, h, distance)
+                s[pr, pc] = 0
+                if keep is None:
+                    s[pr, pc] = _positive_grad(base, distance)
+                else:
+                    s[pr[keep], pc[keep]] = _positive_grad(base, distance)
+        ctx.euclid = euclid
+        ctx.save_for_backward(x, r, jac)
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        x, r, jac = ctx.saved_tensors
+        dx = dr = None
+        if not ctx.euclid:  # base x rᵀ
+            dx = (jac @ r).mul_(grad) if ctx.needs_input_grad[0] else None
+            dr = (jac.T @ x).mul_(grad) if ctx.needs_input_grad[1] else None
+            return dx, dr, None, None, None, None, None, None
+        # base ‖x_i‖² + ‖r_j‖² − 2 x_i·r_j: one product with a column of ones gives J r and the
+        # row sums of J together
+        if ctx.needs_input_grad[0]:
+            jr = jac @ torch.cat([r, r.new_ones(r.shape[0], 1)], 1)
+            dx = (x * jr[:, -1:]).sub_(jr[:, :-1]).mul_(2 * grad)
+        if ctx.needs_input_grad[1]:
+            jx = jac.T @ torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
+            dr = (r * jx[:, -1:]).sub_(jx[:, :-1]).mul_(2 * grad)
+        return dx, dr, None, None, None, None, None, None
+
+
+def _negative_hinge(s: Tensor, margin: float, distance: str) -> Tensor:
+    """max(m − d, 0) of a block of the base matrix (a new tensor)."""
+    if distance == "euclidean":
+        return torch.sqrt(s).neg_().add_(margin).clamp_min_(0)
+    if distance == "squared_euclidean":
+        return torch.neg(s).add_(margin).clamp_min_(0)
+    if distance == "cosine":  # d = 1 − s
+        return torch.add(s, margin - 1).clamp_min_(0)
+    return torch.add(s, margin).clamp_min_(0)  # dot: d = −s
+
+
+def _drop_lower(h: Tensor, first: int) -> None:
+    """Zero the entries (l, j) of a block whose row l is anchor ``first − offset + l`` with
+    j ≤ first + l (pairs counted from the other side, or the anchor itself)."""
+    n, m = h.shape
+    h[:, : min(m, first + 1)] = 0
+    hi = min(m, first + n)
+    if hi > first + 1:
+        lower = torch.ones(n, hi - first - 1, dtype=torch.bool, device=h.device).tril_(-1)
+        h[:, first + 1 : hi].masked_fill_(lower, 0)
+
+
+def _negative_grad(s: Tensor, h: Tensor, distance: str) -> None:
+    """Overwrite the block ``s`` of the base matrix by d(½ h²)/d(base), h = max(m − d, 0)."""
+    if distance == "euclidean":  # −h / (2d), 0 where d = 0 (as the safe square root)
+        torch.div(h, s.sqrt_().mul_(-2), out=s).nan_to_num_(0.0, 0.0, 0.0)
+    elif distance == "squared_euclidean":
+        torch.neg(h, out=s)
+    else:  # d = 1 − s or −s
+        s.copy_(h)
+
+
+def _positive_term(base: Tensor, distance: str) -> Tensor:
+    """½ d² of positive pairs from their base values."""
+    if distance == "euclidean":
+        return base / 2
+    if distance == "squared_euclidean":
+        return base * base / 2
+    d = 1 - base if distance == "cosine" else base
+    return d * d / 2
+
+
+def _positive_grad(base: Tensor, distance: str) -> Tensor:
+    """d(½ d²)/d(base) of positive pairs."""
+    if distance == "euclidean":  # d · 1/(2d), 0 at d = 0
+        return torch.where(base > 0, 0.5, 0.0).to(base.dtype)
+    if distance == "squared_euclidean":
+        return base
+    return base - 1 if distance == "cosine" else base
 
 
 class ContrastiveLoss(Loss):
