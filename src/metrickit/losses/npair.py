@@ -18,7 +18,9 @@ from .._validation import (
     compute_dtype,
     reduce,
 )
+from ..masks import References
 from ._base import BatchLoss, Loss
+from ._pair_rows import _same_label_pairs
 from ._pairs import IndicesTuple, batch_call, pair_masks_of
 from ._registry import register_loss
 
@@ -106,6 +108,9 @@ def batch_npair_loss(
     the positive is the first such reference among the mined positive pairs, and another
     anchor's positive is a negative only if the pair is a mined negative pair.
 
+    Without ``indices_tuple`` only the A anchors' rows and positives are scored (one A×A×D
+    product, A ≤ B/2 the number of pairs), found from the sorted labels without a B×B mask.
+
     Paper: Sohn, NeurIPS 2016. Defaults: l2_reg=0.0.
     """
     call = batch_call(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
@@ -114,6 +119,11 @@ def batch_npair_loss(
     check_reduction(reduction)
     dtype = compute_dtype(embeddings)
     x, refs = embeddings.to(dtype), call.refs.embeddings.to(dtype)
+    if call.indices_tuple is None:  # only the anchors' rows and their positives' columns
+        anchors, partner = _anchor_pairs(labels, call.refs)
+        a, p = x[anchors], refs[partner]
+        loss = _npair_terms(a, p) + _l2_terms(a, p, l2_reg)
+        return reduce(loss, reduction).to(embeddings.dtype)
     n = x.shape[0]
     pos, neg = pair_masks_of(call)
     same = labels[:, None] == labels[None, :]
@@ -135,6 +145,25 @@ def batch_npair_loss(
         return loss[is_anchor].to(embeddings.dtype)
     loss = torch.where(is_anchor, loss, torch.zeros_like(loss))
     return reduce(loss, reduction, weight_count=is_anchor.sum()).to(embeddings.dtype)
+
+
+def _anchor_pairs(labels: Tensor, refs: References) -> tuple[Tensor, Tensor]:
+    """(anchors, partners): the batch positions of the anchors (each class's first sample that
+    has a positive reference), ascending, and the first positive reference of each; from the
+    sorted labels, in O(B·K + M log M) without a [B, M] mask."""
+    labels = labels.long()
+    b, m = labels.shape[0], refs.labels.shape[0]
+    position = torch.arange(b, device=labels.device)
+    _, cls = torch.unique(labels, return_inverse=True)
+    first = torch.full((b,), b, device=labels.device).scatter_reduce_(0, cls, position, "amin")
+    rows, cols, _ = _same_label_pairs(labels, refs.labels.long())
+    ok = first[cls[rows]] == rows
+    if refs.offset is not None:
+        ok &= cols != rows + refs.offset
+    partner = torch.full((b,), m, device=labels.device)
+    partner.scatter_reduce_(0, rows[ok], cols[ok], "amin")
+    anchors = (partner < m).nonzero()[:, 0]
+    return anchors, partner[anchors]
 
 
 class NPairLoss(Loss):
