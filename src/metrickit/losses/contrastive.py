@@ -167,16 +167,18 @@ class _ContrastiveSum(torch.autograd.Function):
         for start in range(0, b if m else 0, step):
             stop = min(start + step, b)
             s = jac[start:stop] if want else scratch[: stop - start]
-            torch.mm(x[start:stop], r.T, out=s)
             if euclid:
-                s.mul_(-2).add_(x_sq[start:stop, None]).add_(r_sq).clamp_min_(0)
+                torch.addmm(r_sq[None, :], x[start:stop], r.T, alpha=-2, out=s)
+                s.add_(x_sq[start:stop, None]).clamp_min_(0)
+            else:
+                torch.mm(x[start:stop], r.T, out=s)
             pr, pc = rows[ptr[start]:ptr[stop]] - start, cols[ptr[start]:ptr[stop]]
             keep = None if offset is None else pc > pr + start + offset
+            base = s[pr, pc] if keep is None else s[pr[keep], pc[keep]]
             h = _negative_hinge(s, margin, distance)
             h[pr, pc] = 0
             if offset is not None:
                 _drop_lower(h, offset + start)
-            base = s[pr, pc] if keep is None else s[pr[keep], pc[keep]]
             total += torch.dot(h.view(-1), h.view(-1)) / 2 + _positive_term(base, distance).sum()
             if want:
                 _negative_grad(s, h, distance)
@@ -210,9 +212,10 @@ class _ContrastiveSum(torch.autograd.Function):
 
 
 def _negative_hinge(s: Tensor, margin: float, distance: str) -> Tensor:
-    """max(m − d, 0) of a block of the base matrix (a new tensor)."""
+    """± max(m − d, 0) of a block of the base matrix (a new tensor; only its square counts).
+    Euclidean: min(d, m) − m, with ``s`` overwritten by d (its square root)."""
     if distance == "euclidean":
-        return torch.sqrt(s).neg_().add_(margin).clamp_min_(0)
+        return torch.clamp_max(s.sqrt_(), margin).sub_(margin)
     if distance == "squared_euclidean":
         return torch.neg(s).add_(margin).clamp_min_(0)
     if distance == "cosine":  # d = 1 − s
@@ -232,9 +235,10 @@ def _drop_lower(h: Tensor, first: int) -> None:
 
 
 def _negative_grad(s: Tensor, h: Tensor, distance: str) -> None:
-    """Overwrite the block ``s`` of the base matrix by d(½ h²)/d(base), h = max(m − d, 0)."""
-    if distance == "euclidean":  # −h / (2d), 0 where d = 0 (as the safe square root)
-        torch.div(h, s.sqrt_().mul_(-2), out=s).nan_to_num_(0.0, 0.0, 0.0)
+    """Overwrite the block ``s`` of the base matrix by d(½ h²)/d(base), h = max(m − d, 0)
+    (``s`` and ``h`` as :func:`_negative_hinge` left them)."""
+    if distance == "euclidean":  # s = d, h = min(d, m) − m: −max(m − d, 0) / (2d), 0 at d = 0
+        torch.div(h, s.mul_(2), out=s).nan_to_num_(0.0, 0.0, 0.0)
     elif distance == "squared_euclidean":
         torch.neg(h, out=s)
     else:  # d = 1 − s or −s
