@@ -1,26 +1,18 @@
 """The row-sparse engine (closed-form gradients + LightFM's Adagrad) against autograd on the same
 draws, and its optimizer against a plain-loop reference."""
 
-import numpy as np
 import pytest
 import torch
 
-from metrickit.recsys.data import IdMap, from_arrays
 from metrickit.recsys.models import MatrixFactorization, TwoTower, build_features
 from metrickit.recsys.sampling import NegativeSampler
 from metrickit.recsys.sparse import SPARSE_LOSSES, RowAdagrad, row_grads, sparse_grad
 from metrickit.recsys.train import FitConfig, _step, fit, resolve_engine
+from recsys_checks import random_interactions
 
 
 def _data(n_users=6, n_items=11, seed=0):
-    g = np.random.default_rng(seed)
-    users, items = [], []
-    for u in range(n_users):
-        chosen = g.choice(n_items, int(g.integers(1, 7)), replace=False)
-        users += [u] * len(chosen)
-        items += chosen.tolist()
-    return from_arrays(users, items, user_map=IdMap(range(n_users)),
-                       item_map=IdMap(range(n_items)))
+    return random_interactions(n_users, n_items, seed, max_per_user=7)
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -12,17 +12,11 @@ from metrickit.recsys.models import MatrixFactorization
 from metrickit.recsys.sampling import NegativeSampler
 from metrickit.recsys.steps import kos_positives, softmax_step, warp_kos_step
 from metrickit.recsys.train import FitConfig, fit
+from recsys_checks import random_interactions
 
 
 def _data(n_users=5, n_items=9, seed=0):
-    g = np.random.default_rng(seed)
-    users, items = [], []
-    for u in range(n_users):
-        chosen = g.choice(n_items, int(g.integers(1, 6)), replace=False)
-        users += [u] * len(chosen)
-        items += chosen.tolist()
-    return from_arrays(users, items, user_map=IdMap(range(n_users)),
-                       item_map=IdMap(range(n_items)))
+    return random_interactions(n_users, n_items, seed, max_per_user=6)
 
 
 def _model(data, dim=3, seed=0):
