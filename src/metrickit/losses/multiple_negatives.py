@@ -25,11 +25,22 @@ from .._validation import (
     compute_dtype,
     reduce,
 )
-from ..masks import mined_pair_masks, own_columns, reference_pair_masks, resolve_references
+from ..masks import (
+    References,
+    mined_pair_masks,
+    own_columns,
+    reference_pair_masks,
+    resolve_references,
+)
 from ._base import BatchLoss, Loss
+from ._pair_rows import CosinePairs, RowBlock, _same_label_pairs, cosine_pairs, row_loss, unit
+from ._pairs import check_algorithm
 from ._registry import register_loss
 
 SIMILARITIES = ("cosine", "dot")
+# "blockwise": blocks of logit rows with the closed-form gradient (three B×M×D products, O(B·M)
+# memory, no autograd graph over B×M); "dense": the [B, M] logits through autograd
+ALGORITHMS = ("blockwise", "dense")
 
 
 def _similarity(x: Tensor, y: Tensor, similarity: str, scale: float = 1.0) -> Tensor:
@@ -90,6 +101,7 @@ def multiple_negatives_ranking_loss(
     symmetric: bool = False,
     exclude_duplicates: bool = True,
     reduction: str = "mean",
+    algorithm: str = "auto",
 ) -> Tensor:
     r"""Multiple negatives ranking loss: each anchor against every positive of the batch.
 
@@ -127,6 +139,11 @@ def multiple_negatives_ranking_loss(
         symmetric: also the positives → anchors direction [False].
         exclude_duplicates: mask exact duplicates of p_i when no labels are given [True].
         reduction: "mean" | "sum" | "none" ["mean"]; "none" gives the B terms ℓ_i.
+        algorithm: "auto" | "blockwise" | "dense" ["auto" = "blockwise"], equal up to rounding:
+            "blockwise" scores 16 MiB blocks of logit rows and writes the closed-form gradient
+            λ(softmax − one-hot) in place (three B×N×D matrix products and one [B, N] matrix in
+            all, N = B(1 + K) candidates; the symmetric form adds a B×B pass); "dense" builds the
+            [B, N] logits through autograd (it alone supports double backward).
     """
     check_embeddings(anchors, "anchors")
     check_embeddings(positives, "positives")
@@ -160,19 +177,100 @@ def multiple_negatives_ranking_loss(
     exclude_duplicates = check_bool(exclude_duplicates, "exclude_duplicates")
     check_reduction(reduction)
 
+    algorithm = check_algorithm(algorithm, ALGORITHMS)
+
     candidates = positives if negatives is None else torch.cat([positives, negatives])
+    ids = _ids(positives, negatives, labels, negative_labels, exclude_duplicates)
+    if ids is not None and torch.unique(ids).numel() == ids.numel():
+        ids = None  # no duplicate: nothing to mask
+    run = _dense_pairs if algorithm == "dense" else _blockwise_pairs
+    loss = run(anchors, candidates, ids, scale, similarity, symmetric)
+    return reduce(loss, reduction).to(anchors.dtype)
+
+
+def _dense_pairs(
+    anchors: Tensor, candidates: Tensor, ids: Tensor | None, scale: float, similarity: str,
+    symmetric: bool,
+) -> Tensor:
+    """[B] the terms of :func:`multiple_negatives_ranking_loss` from the dense [B, N] logits."""
+    b = anchors.shape[0]
     logits = _similarity(anchors, candidates, similarity, scale)
     own = torch.arange(b, device=anchors.device)
-    ids = _ids(positives, negatives, labels, negative_labels, exclude_duplicates)
     masked = None
-    if ids is not None and torch.unique(ids).numel() < ids.numel():  # else nothing to mask
+    if ids is not None:
         cols = torch.arange(candidates.shape[0], device=anchors.device)
         masked = (ids[None, :] == ids[:b, None]) & (cols[None, :] != own[:, None])
     loss = _cross_entropy_rows(logits, own, masked)
     if symmetric:
         reverse = _cross_entropy_columns(logits[:, :b], None if masked is None else masked[:, :b])
         loss = 0.5 * (loss + reverse)  # column i of logits[:, :b] holds s(p_i, a_j)
-    return reduce(loss, reduction).to(anchors.dtype)
+    return loss
+
+
+def _blockwise_pairs(
+    anchors: Tensor, candidates: Tensor, ids: Tensor | None, scale: float, similarity: str,
+    symmetric: bool,
+) -> Tensor:
+    """[B] the terms of :func:`multiple_negatives_ranking_loss` by blocks of logit rows."""
+    b = anchors.shape[0]
+    dtype = compute_dtype(anchors)
+    a, c = _rows(anchors, similarity, dtype), _rows(candidates, similarity, dtype)
+    own = torch.arange(b, device=anchors.device)
+    same = None if ids is None else _same_label_pairs(ids[:b], ids)
+    loss = _target_cross_entropy(a, c, own, same, scale)
+    if symmetric:  # positive i against every anchor, a_i its match: rows of λ·P̂ Âᵀ
+        same = None if ids is None else _same_label_pairs(ids[:b], ids[:b])
+        loss = 0.5 * (loss + _target_cross_entropy(c[:b], a, own, same, scale))
+    return loss
+
+
+def _rows(x: Tensor, similarity: str, dtype: torch.dtype) -> Tensor:
+    """x in ``dtype``, its rows scaled to unit norm for the cosine."""
+    x = x.to(dtype)
+    return unit(x) if similarity == "cosine" else x
+
+
+def _target_cross_entropy(
+    x: Tensor,
+    r: Tensor,
+    target: Tensor,
+    same: tuple[Tensor, Tensor, list[int]] | None,
+    scale: float,
+) -> Tensor:
+    """[B] −λ s_{i,t_i} + log Σ_j exp(λ s_ij) over the rows of S = x rᵀ, the columns j of the
+    ``same`` pairs (rows, cols, host row offsets; equal ids) left out except t_i = target[i]."""
+    b = x.shape[0]
+    none = target.new_empty(0)
+    rows, cols, ptr = (none, none, [0] * (b + 1)) if same is None else same
+    pairs = CosinePairs(x, r, none, none, rows, cols, ptr, none, none, [0] * (b + 1), None)
+    return row_loss(pairs, _softmax_rows(target, scale))[0]
+
+
+def _softmax_rows(target: Tensor, scale: float):
+    """The :func:`~metrickit.losses._pair_rows.row_loss` function of a softmax cross-entropy at
+    λ = ``scale`` whose class in row i is column target[i] (−1: no class, a term 0), over the
+    columns that are not dropped (the block's same-label pairs and a miner's left-out pairs, the
+    target excepted). Its dℓ/dS: λ(softmax − one-hot)."""
+
+    def terms(s: Tensor, block: RowBlock, _params, want: bool, _grad_params):
+        rows = torch.arange(block.size, device=s.device)
+        t = target[block.rows]
+        has = t >= 0
+        t = t.clamp_min(0)
+        st = s[rows, t]
+        block.drop_non_negatives(s, float("-inf"))
+        s[rows, t] = st
+        top = s.amax(1)
+        top = torch.where(torch.isfinite(top), top, 0.0)  # a row with every column dropped
+        e = s.sub_(top[:, None]).mul_(scale).exp_()
+        total = e.sum(1)  # ≥ 1 in a row with a class: its largest entry gives exp(0)
+        loss = torch.where(has, total.log() + scale * (top - st), 0.0)
+        if want:
+            e.mul_(torch.where(has, scale / total, 0.0)[:, None])
+            e[rows, t] -= has.to(e.dtype) * scale
+        return loss, None
+
+    return terms
 
 
 def _ids(
@@ -208,6 +306,7 @@ def batch_multiple_negatives_ranking_loss(
     scale: float = 20.0,
     similarity: str = "cosine",
     reduction: str = "mean",
+    algorithm: str = "auto",
 ) -> Tensor:
     r"""Multiple negatives ranking loss with the pairs formed from a labelled batch.
 
@@ -226,6 +325,9 @@ def batch_multiple_negatives_ranking_loss(
     positives of i and the negatives are the mined ones. References as in
     :class:`~metrickit.losses._base.BatchLoss`.
 
+    ``algorithm``: as in :func:`multiple_negatives_ranking_loss` (blockwise: a single B×M pass
+    with the same-label columns dropped from each block, the pairs from one sort of the labels).
+
     Paper: Henderson et al. 2017. Defaults: scale 20, cosine similarity.
     """
     check_embeddings(embeddings)
@@ -233,11 +335,26 @@ def batch_multiple_negatives_ranking_loss(
     scale = check_positive(scale, "scale")
     check_choice(similarity, "similarity", SIMILARITIES)
     check_reduction(reduction)
+    algorithm = check_algorithm(algorithm, ALGORITHMS)
     refs = resolve_references(embeddings, labels, ref_embeddings, ref_labels, ref_offset)
-    b, m = embeddings.shape[0], refs.embeddings.shape[0]
-    if m == 0:  # no reference, no anchor: 0 with a graph
+    if refs.embeddings.shape[0] == 0:  # no reference, no anchor: 0 with a graph
         return reduce(embeddings[:0, 0].to(compute_dtype(embeddings)) * 0, reduction).to(
             embeddings.dtype)
+    run = _dense_batch if algorithm == "dense" else _blockwise_batch
+    loss, is_anchor = run(embeddings, labels, indices_tuple, refs, scale, similarity)
+    if reduction == "none":
+        return loss[is_anchor].to(embeddings.dtype)
+    loss = torch.where(is_anchor, loss, torch.zeros_like(loss))
+    return reduce(loss, reduction, weight_count=is_anchor.sum()).to(embeddings.dtype)
+
+
+def _dense_batch(
+    embeddings: Tensor, labels: Tensor, indices_tuple: tuple[Tensor, ...] | None,
+    refs: References, scale: float, similarity: str,
+) -> tuple[Tensor, Tensor]:
+    """([B] terms, [B] is-anchor) of :func:`batch_multiple_negatives_ranking_loss` from the
+    dense [B, M] logits and masks."""
+    b, m = embeddings.shape[0], refs.embeddings.shape[0]
     positive, negative = reference_pair_masks(labels, refs)
     if indices_tuple is not None:
         mined_pos, mined_neg = mined_pair_masks(indices_tuple, b, m)
@@ -246,16 +363,37 @@ def batch_multiple_negatives_ranking_loss(
     own = own_columns(b, refs.offset, embeddings.device)
     order = cols[None, :].expand(b, m) if own is None else (cols[None, :] - own[:, None] - 1) % m
     partner = order.masked_fill(~positive, m).argmin(1)
-    is_anchor = positive.any(1)
     rows = torch.arange(b, device=embeddings.device)
     keep = negative.clone()
     keep[rows, partner] = True
     loss = _cross_entropy_rows(_similarity(embeddings, refs.embeddings, similarity, scale),
                                partner, ~keep)
-    if reduction == "none":
-        return loss[is_anchor].to(embeddings.dtype)
-    loss = torch.where(is_anchor, loss, torch.zeros_like(loss))
-    return reduce(loss, reduction, weight_count=is_anchor.sum()).to(embeddings.dtype)
+    return loss, positive.any(1)
+
+
+def _blockwise_batch(
+    embeddings: Tensor, labels: Tensor, indices_tuple: tuple[Tensor, ...] | None,
+    refs: References, scale: float, similarity: str,
+) -> tuple[Tensor, Tensor]:
+    """([B] terms, [B] is-anchor) of :func:`batch_multiple_negatives_ranking_loss` by blocks of
+    logit rows; π(i) from the sorted-label positive pairs, O(B·K)."""
+    pairs = cosine_pairs(embeddings, labels, indices_tuple, refs.embeddings, refs.labels,
+                         refs.offset)
+    if similarity == "dot":
+        dtype = compute_dtype(embeddings)
+        x = embeddings.to(dtype)
+        pairs = pairs._replace(
+            anchors=x, refs=x if refs.embeddings is embeddings else refs.embeddings.to(dtype))
+    b, m = embeddings.shape[0], refs.embeddings.shape[0]
+    rows, cols = pairs.pos_rows, pairs.pos_cols
+    rank = cols if refs.offset is None else (cols - rows - refs.offset - 1) % m  # cyclic order
+    first = torch.full((b,), m, dtype=rank.dtype, device=rank.device)
+    first.scatter_reduce_(0, rows, rank, "amin")
+    is_anchor = first < m
+    partner = first if refs.offset is None else (
+        first + refs.offset + 1 + torch.arange(b, device=first.device)) % m
+    partner = torch.where(is_anchor, partner, -1)
+    return row_loss(pairs, _softmax_rows(partner, scale))[0], is_anchor
 
 
 class MultipleNegativesRankingLoss(Loss):
@@ -269,12 +407,14 @@ class MultipleNegativesRankingLoss(Loss):
         symmetric: bool = False,
         exclude_duplicates: bool = True,
         reduction: str = "mean",
+        algorithm: str = "auto",
     ) -> None:
         super().__init__(reduction)
         self.scale = check_positive(scale, "scale")
         self.similarity = check_choice(similarity, "similarity", SIMILARITIES)
         self.symmetric = check_bool(symmetric, "symmetric")
         self.exclude_duplicates = check_bool(exclude_duplicates, "exclude_duplicates")
+        self.algorithm = check_algorithm(algorithm, ALGORITHMS)
 
     def forward(
         self,
@@ -286,7 +426,7 @@ class MultipleNegativesRankingLoss(Loss):
     ) -> Tensor:
         return multiple_negatives_ranking_loss(
             anchors, positives, negatives, labels, negative_labels, self.scale, self.similarity,
-            self.symmetric, self.exclude_duplicates, self.reduction,
+            self.symmetric, self.exclude_duplicates, self.reduction, self.algorithm,
         )
 
 
@@ -296,10 +436,17 @@ class BatchMultipleNegativesRankingLoss(BatchLoss):
 
     functional = staticmethod(batch_multiple_negatives_ranking_loss)
 
-    def __init__(self, scale: float = 20.0, similarity: str = "cosine", reduction: str = "mean"):
+    def __init__(
+        self,
+        scale: float = 20.0,
+        similarity: str = "cosine",
+        reduction: str = "mean",
+        algorithm: str = "auto",
+    ) -> None:
         super().__init__(reduction)
         self.scale = check_positive(scale, "scale")
         self.similarity = check_choice(similarity, "similarity", SIMILARITIES)
+        self.algorithm = check_algorithm(algorithm, ALGORITHMS)
 
     @property
     def distance(self) -> str:
@@ -307,4 +454,5 @@ class BatchMultipleNegativesRankingLoss(BatchLoss):
         return self.similarity
 
     def keywords(self) -> dict[str, object]:
-        return {"scale": self.scale, "similarity": self.similarity, "reduction": self.reduction}
+        return {"scale": self.scale, "similarity": self.similarity, "reduction": self.reduction,
+                "algorithm": self.algorithm}
