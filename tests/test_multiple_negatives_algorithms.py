@@ -12,6 +12,7 @@ from metrickit.losses import (
     BatchMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
     _pair_rows,
+    multiple_negatives,
 )
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -213,3 +214,27 @@ def test_algorithm_is_validated_and_kept_by_the_modules():
         MultipleNegativesRankingLoss(symmetric=True, algorithm="dense")(a, p),
         MultipleNegativesRankingLoss(symmetric=True, algorithm="blockwise")(a, p),
         rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(("scale", "fused"), [(21.8, True), (22.0, False)])
+def test_symmetric_one_exponential_at_the_edge_of_its_float32_span(scale, fused, monkeypatch):
+    """Cosine logits spanning 2λ: λ = 21.8 is within float32's span for one exponential (column
+    sums of e^(−2λ) stay normal), λ = 22 is not and takes the two-pass way; both as dense."""
+    calls = []
+    apply = multiple_negatives._SymmetricSoftmax.apply
+    monkeypatch.setattr(multiple_negatives._SymmetricSoftmax, "apply",
+                        lambda *args: calls.append(1) or apply(*args))
+    # every anchor opposite positive 0 (its column all −λ) and near the others (rows up to +λ)
+    a = torch.tensor([[-1.0, 0.0], [-1.0, 0.001], [-1.0, -0.002]])
+    p = torch.tensor([[1.0, 0.0], [-1.0, 0.01], [-1.0, -0.01]])
+    out = {}
+    for algorithm in ("dense", "blockwise"):
+        leaves = [t.clone().requires_grad_() for t in (a, p)]
+        value = multiple_negatives_ranking_loss(*leaves, scale=scale, symmetric=True,
+                                                reduction="none", algorithm=algorithm)
+        value.sum().backward()
+        out[algorithm] = [value.detach(), *(t.grad for t in leaves)]
+    assert len(calls) == int(fused)
+    assert out["dense"][0][0] > scale  # ½(about 2λ + log 2 forward, log 3 backward)
+    for d, b in zip(out["dense"], out["blockwise"], strict=True):
+        torch.testing.assert_close(b, d, rtol=1e-5, atol=1e-5 * largest(d))

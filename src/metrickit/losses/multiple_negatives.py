@@ -7,6 +7,8 @@ negatives loss, the loss of SimCSE and of sentence-transformers' MultipleNegativ
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -32,8 +34,17 @@ from ..masks import (
     reference_pair_masks,
     resolve_references,
 )
+from . import _pair_rows
 from ._base import BatchLoss, Loss
-from ._pair_rows import CosinePairs, RowBlock, _same_label_pairs, cosine_pairs, row_loss, unit
+from ._pair_rows import (
+    CosinePairs,
+    RowBlock,
+    _blocks,
+    _same_label_pairs,
+    cosine_pairs,
+    row_loss,
+    unit,
+)
 from ._pairs import check_algorithm
 from ._registry import register_loss
 
@@ -216,12 +227,16 @@ def _blockwise_pairs(
     dtype = compute_dtype(anchors)
     a, c = _rows(anchors, similarity, dtype), _rows(candidates, similarity, dtype)
     own = torch.arange(b, device=anchors.device)
-    same = None if ids is None else _same_label_pairs(ids[:b], ids)
-    loss = _target_cross_entropy(a, c, own, same, scale)
-    if symmetric:  # positive i against every anchor, a_i its match: rows of λ·P̂ Âᵀ
-        same = None if ids is None else _same_label_pairs(ids[:b], ids[:b])
-        loss = 0.5 * (loss + _target_cross_entropy(c[:b], a, own, same, scale))
-    return loss
+    # λ scales the B×D rows, not the logits: one pass less over B×N
+    pairs = _id_pairs(scale * a, c, None if ids is None else _same_label_pairs(ids[:b], ids))
+    if not symmetric:
+        return row_loss(pairs, _softmax_rows(own))[0]
+    if b and 2 * _largest_logit(pairs.anchors, c) <= _SPAN[dtype]:
+        return _SymmetricSoftmax.apply(pairs.anchors, c, pairs)
+    # positive i against every anchor, a_i its match: the rows of λ·P̂ Âᵀ
+    same = None if ids is None else _same_label_pairs(ids[:b], ids[:b])
+    reverse = row_loss(_id_pairs(scale * c[:b], a, same), _softmax_rows(own))[0]
+    return 0.5 * (row_loss(pairs, _softmax_rows(own))[0] + reverse)
 
 
 def _rows(x: Tensor, similarity: str, dtype: torch.dtype) -> Tensor:
@@ -230,27 +245,95 @@ def _rows(x: Tensor, similarity: str, dtype: torch.dtype) -> Tensor:
     return unit(x) if similarity == "cosine" else x
 
 
-def _target_cross_entropy(
-    x: Tensor,
-    r: Tensor,
-    target: Tensor,
-    same: tuple[Tensor, Tensor, list[int]] | None,
-    scale: float,
-) -> Tensor:
-    """[B] −λ s_{i,t_i} + log Σ_j exp(λ s_ij) over the rows of S = x rᵀ, the columns j of the
-    ``same`` pairs (rows, cols, host row offsets; equal ids) left out except t_i = target[i]."""
+def _id_pairs(x: Tensor, r: Tensor, same: tuple[Tensor, Tensor, list[int]] | None) -> CosinePairs:
+    """Rows x [B, D] against r [N, D], dropping from row i the columns of the ``same`` pairs
+    (rows, cols, host row offsets: equal ids), for :func:`_softmax_rows` and
+    :class:`_SymmetricSoftmax`."""
     b = x.shape[0]
-    none = target.new_empty(0)
+    none = torch.empty(0, dtype=torch.long, device=x.device)
     rows, cols, ptr = (none, none, [0] * (b + 1)) if same is None else same
-    pairs = CosinePairs(x, r, none, none, rows, cols, ptr, none, none, [0] * (b + 1), None)
-    return row_loss(pairs, _softmax_rows(target, scale))[0]
+    return CosinePairs(x, r, none, none, rows, cols, ptr, none, none, [0] * (b + 1), None)
 
 
-def _softmax_rows(target: Tensor, scale: float):
-    """The :func:`~metrickit.losses._pair_rows.row_loss` function of a softmax cross-entropy at
-    λ = ``scale`` whose class in row i is column target[i] (−1: no class, a term 0), over the
-    columns that are not dropped (the block's same-label pairs and a miner's left-out pairs, the
-    target excepted). Its dℓ/dS: λ(softmax − one-hot)."""
+def _largest_logit(x: Tensor, r: Tensor) -> float:
+    """A bound on |x_i · r_j| (Cauchy–Schwarz, with a margin for rounding)."""
+    top = x.detach().norm(dim=1).max() * r.detach().norm(dim=1).max()
+    return float(top) * (1 + 1e-3)
+
+
+# Largest span of logits for one exponential shifted by the row maxima to serve the columns
+# too: half the exponent range, so that no factor exp(±span) overflows and what underflows is
+# below exp(−span) of every column's sum (see _SymmetricSoftmax)
+_SPAN = {dtype: -0.5 * math.log(torch.finfo(dtype).tiny) for dtype in (torch.float32,
+                                                                         torch.float64)}
+
+
+class _SymmetricSoftmax(torch.autograd.Function):
+    r"""[B] ½(ℓ^{a→p}_i + ℓ^{p→a}_i) of L = x cᵀ (λ-scaled anchors x [B, D], candidates c
+    [N, D], the first B the positives) from one exponential per logit.
+
+    E_ij = exp(L_ij − m_i) (m_i the row maximum) gives the row sums T_i; with a shift M ≥ every
+    logit and u_j = exp(m_j − M), the column sums exp(−M) Σ_j exp(L_ji) are C_i = Σ_j u_j E_ji
+    (a matrix-vector product), so ℓ^{p→a}_i = M + log C_i − L_ii. Exact up to rounding when the
+    logits span at most :data:`_SPAN` (the caller checks 2·max|L| against it). With g the
+    upstream gradient, dℓ/dL_ji = E_ji(½g_j / T_j + u_j·½g_i / C_i) − g_j·[i = j] (the second
+    term only over the first B columns); it is formed one block of rows at a time in the
+    backward, for the two products J c and Jᵀ x.
+    """
+
+    @staticmethod
+    def forward(ctx, x, c, pairs):  # type: ignore[override]
+        b, n = x.shape[0], c.shape[0]
+        shift = _largest_logit(x, c)
+        e = x.new_empty(b, n)
+        diag, top, total = x.new_empty(b), x.new_empty(b), x.new_empty(b)
+        col = x.new_zeros(b)
+        own = torch.arange(b, device=x.device)
+        step = max(1, _pair_rows.ROW_BLOCK_ELEMENTS // n)
+        for block in _blocks(pairs, step):
+            rows, local = block.rows, own[: block.size]
+            s = e[rows]
+            torch.mm(x[rows], c.T, out=s)
+            diag[rows] = s[local, own[rows]]
+            block.drop_non_negatives(s, float("-inf"))
+            s[local, own[rows]] = diag[rows]
+            m = s.amax(1)  # finite: the own column is never dropped
+            top[rows] = m
+            total[rows] = s.sub_(m[:, None]).exp_().sum(1)
+            col.addmv_(s[:, :b].T, (m - shift).exp_())
+        u = (top - shift).exp_()
+        ctx.save_for_backward(x, c, e, u, total, col)
+        ctx.step = step
+        forward_terms = total.log() + top - diag
+        reverse_terms = col.log() + shift - diag
+        return 0.5 * (forward_terms + reverse_terms)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        x, c, e, u, total, col = ctx.saved_tensors
+        b, step = x.shape[0], ctx.step
+        row_w, col_w = 0.5 * grad / total, 0.5 * grad / col
+        dx, dc = torch.empty_like(x), torch.zeros_like(c)
+        scratch = e.new_empty(min(step, b), e.shape[1])
+        own = torch.arange(b, device=x.device)
+        for start in range(0, b, step):
+            rows = slice(start, min(start + step, b))
+            j = scratch[: rows.stop - start]
+            torch.addcmul(row_w[rows, None], u[rows, None], col_w[None, :], out=j[:, :b])
+            j[:, :b].mul_(e[rows, :b])
+            torch.mul(e[rows, b:], row_w[rows, None], out=j[:, b:])
+            j[own[: j.shape[0]], own[rows]] -= grad[rows]
+            torch.mm(j, c, out=dx[rows])
+            dc.addmm_(j.T, x[rows])
+        return dx, dc, None
+
+
+def _softmax_rows(target: Tensor):
+    """The :func:`~metrickit.losses._pair_rows.row_loss` function of a softmax cross-entropy
+    over the rows of S (the logits) whose class in row i is column target[i] (−1: no class, a
+    term 0), over the columns that are not dropped (the block's same-label pairs and a miner's
+    left-out pairs, the target excepted). Its dℓ/dS: softmax − one-hot."""
 
     def terms(s: Tensor, block: RowBlock, _params, want: bool, _grad_params):
         rows = torch.arange(block.size, device=s.device)
@@ -262,12 +345,12 @@ def _softmax_rows(target: Tensor, scale: float):
         s[rows, t] = st
         top = s.amax(1)
         top = torch.where(torch.isfinite(top), top, 0.0)  # a row with every column dropped
-        e = s.sub_(top[:, None]).mul_(scale).exp_()
+        e = s.sub_(top[:, None]).exp_()
         total = e.sum(1)  # ≥ 1 in a row with a class: its largest entry gives exp(0)
-        loss = torch.where(has, total.log() + scale * (top - st), 0.0)
+        loss = torch.where(has, total.log() + (top - st), 0.0)
         if want:
-            e.mul_(torch.where(has, scale / total, 0.0)[:, None])
-            e[rows, t] -= has.to(e.dtype) * scale
+            e.mul_(torch.where(has, 1 / total, 0.0)[:, None])
+            e[rows, t] -= has.to(e.dtype)
         return loss, None
 
     return terms
@@ -384,6 +467,7 @@ def _blockwise_batch(
         x = embeddings.to(dtype)
         pairs = pairs._replace(
             anchors=x, refs=x if refs.embeddings is embeddings else refs.embeddings.to(dtype))
+    pairs = pairs._replace(anchors=scale * pairs.anchors)  # the logits λ·S from the product
     b, m = embeddings.shape[0], refs.embeddings.shape[0]
     rows, cols = pairs.pos_rows, pairs.pos_cols
     rank = cols if refs.offset is None else (cols - rows - refs.offset - 1) % m  # cyclic order
@@ -393,7 +477,7 @@ def _blockwise_batch(
     partner = first if refs.offset is None else (
         first + refs.offset + 1 + torch.arange(b, device=first.device)) % m
     partner = torch.where(is_anchor, partner, -1)
-    return row_loss(pairs, _softmax_rows(partner, scale))[0], is_anchor
+    return row_loss(pairs, _softmax_rows(partner))[0], is_anchor
 
 
 class MultipleNegativesRankingLoss(Loss):
