@@ -31,7 +31,7 @@ def angular_margin_logits(cos: Tensor, labels: Tensor, margin: float, scale: flo
     sin = (1 - c * c).clamp_min(_SIN_EPS).sqrt()
     shifted = c * math.cos(margin) - sin * math.sin(margin)
     target = torch.where(c >= -math.cos(margin), shifted, c - margin * math.sin(margin))
-    return scale * cos.scatter(1, own, target)
+    return (scale * cos).scatter_(1, own, scale * target)  # = scale · (cos, target scattered)
 
 
 def arcface_loss(

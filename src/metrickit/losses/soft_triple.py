@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 from .._validation import (
     check_int,
@@ -75,12 +76,36 @@ def soft_triple_loss(
     tau = check_nonnegative(tau, "tau")
     margin = check_nonnegative(margin, "margin")
     check_reduction(reduction)
-    sims = cosines(embeddings, proxies, dtype).view(-1, num_classes, k)
-    relaxed = (torch.softmax(sims / gamma, 2) * sims).sum(2)
+    # centre-major columns (centre j of every class together): the softmax over a class's
+    # centres runs along dim 1 of [B, K, C], which is ~2× faster than along a last dim of 10
+    by_centre = proxies.view(num_classes, k, -1).transpose(0, 1).reshape(k * num_classes, -1)
+    sims = cosines(embeddings, by_centre, dtype).view(-1, k, num_classes)
+    relaxed = _RelaxedMax.apply(sims, gamma)
     terms = cross_entropy_terms(additive_margin_logits(relaxed, labels, margin, la), labels)
     if tau > 0 and k > 1:
         terms = terms + tau * _centre_spread(proxies.to(dtype), num_classes, k)
     return reduce(terms, reduction).to(embeddings.dtype)
+
+
+class _RelaxedMax(torch.autograd.Function):
+    """S = Σ_k softmax_k(s / γ) s_k over dim 1 of s [B, K, C], with the analytic gradient
+    ∂S/∂s_k = p_k (1 + (s_k − S) / γ) (one fused pass instead of autograd's softmax
+    backward). Once differentiable."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, sims: Tensor, gamma: float) -> Tensor:
+        prob = torch.softmax(sims / gamma, 1)
+        relaxed = (prob * sims).sum(1)
+        ctx.save_for_backward(sims, prob, relaxed)
+        ctx.gamma = gamma
+        return relaxed
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
+        sims, prob, relaxed = ctx.saved_tensors
+        out = (sims - relaxed[:, None]).div_(ctx.gamma).add_(1).mul_(prob)
+        return out.mul_(grad[:, None]), None
 
 
 def _centre_spread(proxies: Tensor, num_classes: int, k: int) -> Tensor:
