@@ -105,7 +105,7 @@ def subcenter_arcface_loss(
     .. math:: \cos\theta_{i,c} = \max_{k} \cos(x_i, w_{c,k}),
 
     then :func:`arcface_loss`'s formula on these cosines (the gradient goes to the nearest
-    sub-centre of each class only).
+    sub-centre of each class only; of tied ones, to the first, as ``torch.max`` and PML).
 
     Paper: J. Deng, J. Guo, T. Liu, M. Gong, S. Zafeiriou, "Sub-center ArcFace: Boosting Face
     Recognition by Large-Scale Noisy Web Faces", ECCV 2020. Defaults: K = sub_centers = 3,
