@@ -10,6 +10,10 @@ process's CPU time (``time.process_time``: with one thread it equals the wall ti
 machine, and a loaded machine's waiting does not count) and, beside it, the wall time. Input: random
 Gaussian rows scaled to unit norm, P×K labels (K samples per class, shuffled). Peak memory is
 the rise of the resident set size over one forward + backward (see :mod:`benchmarks.memory`).
+
+Besides the registered names, ``mnrl_pairs[_symmetric][_dense]`` time the (anchors, positives)
+form of the multiple negatives ranking loss (the rows as anchors, the rows shifted by one as
+their positives: B×B logits like the batch losses; ``_dense``: ``algorithm="dense"``).
 """
 
 from __future__ import annotations
@@ -23,11 +27,19 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from metrickit.functional import multiple_negatives_ranking_loss
 from metrickit.losses import ProxyLoss, get_loss, list_losses
 from metrickit.losses._registry import get_loss_class
 
 from .machine import describe
 from .memory import PeakMemory
+
+PAIR_FORMS = {
+    "mnrl_pairs": {},
+    "mnrl_pairs_symmetric": {"symmetric": True},
+    "mnrl_pairs_dense": {"algorithm": "dense"},
+    "mnrl_pairs_symmetric_dense": {"symmetric": True, "algorithm": "dense"},
+}
 
 
 def batch_losses() -> list[str]:
@@ -57,9 +69,13 @@ def floor_step(x: torch.Tensor) -> Callable[[], object]:
 
 
 def loss_step(name: str, x: torch.Tensor, labels: torch.Tensor) -> Callable[[], object]:
-    """Forward + backward of the registered loss ``name`` at its defaults."""
-    loss_fn = get_loss(name)
+    """Forward + backward of the registered loss ``name`` at its defaults (or of a pair form)."""
     leaf = x.clone().requires_grad_(True)
+    if name in PAIR_FORMS:
+        def loss_fn(rows, _labels):
+            return multiple_negatives_ranking_loss(rows, rows.roll(1, 0), **PAIR_FORMS[name])
+    else:
+        loss_fn = get_loss(name)
 
     def step() -> object:
         leaf.grad = None
@@ -105,11 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--losses", nargs="+", default=None,
-                        help="registered names (default: every batch loss)")
+                        help="registered names or mnrl_pairs[_symmetric][_dense] (default: every "
+                             "batch loss)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = args.losses or batch_losses()
-    unknown = sorted(set(names) - set(list_losses()))
+    unknown = sorted(set(names) - set(list_losses()) - set(PAIR_FORMS))
     if unknown:
         raise SystemExit(f"unknown loss(es): {', '.join(unknown)}; valid: {list_losses()}")
     x, labels = inputs(args.batch, args.dim, args.k, args.seed)
