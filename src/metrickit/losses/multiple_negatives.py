@@ -152,9 +152,11 @@ def multiple_negatives_ranking_loss(
         reduction: "mean" | "sum" | "none" ["mean"]; "none" gives the B terms ℓ_i.
         algorithm: "auto" | "blockwise" | "dense" ["auto" = "blockwise"], equal up to rounding:
             "blockwise" scores 16 MiB blocks of logit rows and writes the closed-form gradient
-            λ(softmax − one-hot) in place (three B×N×D matrix products and one [B, N] matrix in
-            all, N = B(1 + K) candidates; the symmetric form adds a B×B pass); "dense" builds the
-            [B, N] logits through autograd (it alone supports double backward).
+            softmax − one-hot in place (three B×N×D matrix products and one [B, N] matrix in
+            all, N = B(1 + K) candidates; the symmetric form gets its column sums from the same
+            exponentials, see :class:`_SymmetricSoftmax`, or by a second pass where the logits
+            span too much for that); "dense" builds the [B, N] logits through autograd (it alone
+            supports double backward).
     """
     check_embeddings(anchors, "anchors")
     check_embeddings(positives, "positives")
@@ -187,7 +189,6 @@ def multiple_negatives_ranking_loss(
     symmetric = check_bool(symmetric, "symmetric")
     exclude_duplicates = check_bool(exclude_duplicates, "exclude_duplicates")
     check_reduction(reduction)
-
     algorithm = check_algorithm(algorithm, ALGORITHMS)
 
     candidates = positives if negatives is None else torch.cat([positives, negatives])
