@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from metrickit import miners
+from metrickit import _offline, miners
+from metrickit._offline import semihard_lift
 
 
 def distance_matrix(x, distance):
@@ -71,7 +72,7 @@ def test_semihard_on_huge_embeddings_takes_the_masked_path_with_the_same_result(
     small = miners.mine_offline(x, labels, "semihard", margin, distance)
     huge = miners.mine_offline(x * 2.0**55, labels, "semihard", margin * scale, distance)
     assert torch.equal(torch.stack(small), torch.stack(huge)) and small[0].numel() > 50
-    assert miners._semihard_lift(x * 2.0**55) is None and miners._semihard_lift(x) is not None
+    assert semihard_lift(x * 2.0**55) is None and semihard_lift(x) is not None
 
 
 def test_semihard_without_any_negative_beyond_the_positive_mines_nothing():
@@ -79,3 +80,23 @@ def test_semihard_without_any_negative_beyond_the_positive_mines_nothing():
     for x in (torch.zeros(300, 4), torch.ones(300, 4)):  # every distance 0: d(a,n) > d(a,p) fails
         assert miners.mine_offline(x, labels, "semihard", margin=1.0)[0].numel() == 0
         assert miners.mine_offline(x, labels, "hard")[0].numel() == 300
+
+
+@pytest.mark.parametrize("strategy", ["hard", "semihard"])
+@pytest.mark.parametrize("tile, columns", [(8, 16), (32, 8), (5, 7)])
+def test_small_tiles_and_blocks_match_the_loops_with_exact_ties(monkeypatch, strategy, tile,
+                                                                 columns):
+    """Tiny anchor tiles and column blocks: classes split over several tiles and packed into
+    one, every class spread over several blocks; integer points (exact ties within and
+    across blocks and classes) must still follow the lowest-index rule."""
+    monkeypatch.setattr(_offline, "TILE", tile)
+    monkeypatch.setattr(_offline, "COLUMNS", columns)
+    g = np.random.default_rng(tile * columns)
+    labels = np.concatenate([g.integers(0, 4, size=150), g.integers(4, 30, size=50)])
+    x = g.integers(-2, 3, size=(200, 2)).astype(float)
+    for distance in ("euclidean", "dot"):
+        margin = 2.0 if distance == "dot" else 0.7
+        a, p, n = miners.mine_offline(torch.tensor(x), torch.tensor(labels), strategy, margin,
+                                      distance)
+        got = list(zip(a.tolist(), p.tolist(), n.tolist(), strict=True))
+        assert got == reference(x, labels, strategy, margin, distance) and len(got) > 20

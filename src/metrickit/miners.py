@@ -25,13 +25,13 @@ online miners and the blockwise batch-hard / semi-hard losses use it.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from ._kernels import count_below, sort_rows, threshold_counts
+from ._offline import offline_triplets
 from ._validation import (
     check_bool,
     check_choice,
@@ -40,7 +40,6 @@ from ._validation import (
     check_nonnegative,
     check_positive_int,
     check_tensor,
-    compute_dtype,
     renamed,
 )
 from .distances import (
@@ -48,7 +47,6 @@ from .distances import (
     chunked_pairwise,
     pairwise_distance,
     resolve_distance,
-    unit_rows,
 )
 from .masks import class_slots, pair_masks
 
@@ -263,46 +261,6 @@ def triplet_difficulty(
     return count_triplets(dist, pos, neg, margin, algorithm)
 
 
-_OFFLINE_TILE = 256  # anchors per distance block of mine_offline (fixed: see its docstring)
-
-
-def _offline_rows(x: Tensor, distance: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """``(rows, column_bias, row_term)`` with d(i, j) = g(s_ij) nondecreasing in the score
-    s_ij = bias_j − 2 r_i·r_j (Euclidean kinds; g = sqrt/identity of max(s + row_term_i, 0)) or
-    s_ij = −r_i·r_j (cosine: d = 1 + s; dot: d = s)."""
-    x = x.to(compute_dtype(x))
-    if distance == "cosine":
-        return unit_rows(x), None, None
-    if distance == "dot":
-        return x, None, None
-    sq = (x * x).sum(1)
-    return x, sq, sq
-
-
-def _offline_distance(score: Tensor, row_term: Tensor | None, distance: str) -> Tensor:
-    """d = g(s) for scores of :func:`_offline_rows` (one per row)."""
-    if distance == "cosine":
-        return score + 1
-    if distance == "dot" or row_term is None:
-        return score
-    d = (score + row_term).clamp_min(0)
-    return d.sqrt() if distance == "euclidean" else d
-
-
-def _semihard_lift(rows: Tensor) -> tuple[float, float] | None:
-    """``(lift, bound)`` for the semi-hard exclusion of :func:`mine_offline`, or None.
-
-    Every finite score of :func:`_offline_rows` is at most ``bound`` in magnitude (|‖x_j‖² −
-    2 x_i·x_j| ≤ 3 max‖x‖², |x_i·x_j| ≤ max‖x‖², with room for rounding), and ``lift`` is a
-    power of two ≥ 4·bound: a score plus ``lift`` is above every unlifted score and above
-    ``bound``. None when the embeddings are too large (or not finite) for that.
-    """
-    bound = 4 * float((rows * rows).sum(1).max()) if rows.shape[0] else 0.0
-    if not math.isfinite(bound) or bound > 2.0**100:
-        return None
-    return math.ldexp(1.0, math.frexp(bound)[1] + 2), bound
-
-
 def mine_offline(
     embeddings: Tensor,
     labels: Tensor,
@@ -324,17 +282,16 @@ def mine_offline(
 
     Ties go to the lowest index. Anchors come out in ascending order.
 
-    Speed and memory, as an exact kNN search: the anchors, grouped by class, go through one
-    [256, N] block of scores at a time (one matrix product; memory O(256·N) whatever N). A score
-    is the distance up to a per-anchor monotone map (‖x_j‖² − 2 x_i·x_j for the Euclidean
-    distance), so the positives are read from the anchor's class columns, those columns are then
-    masked in place, and the negative is one ``argmin`` over the row; only the mined triplets are
-    turned into distances (for the semi-hard upper bound). Semi-hard excludes the scores at or
-    below the positive's by adding a power of two above every score to them (a comparison and
-    an add: a masked fill is several times slower on CPU), then takes the same ``argmin``, in a
-    second [256, N] block. The blocks are fixed, so the result
-    does not depend on ``chunk_size``, which is kept for compatibility and does not change the
-    work (nor the memory, at most a [256, N] block). ``strategy=`` is the deprecated name of
+    Speed and memory, as an exact kNN search: the rows are sorted by label once (each class a
+    contiguous range of columns), and tiles of up to 2048 anchors meet the data in [2048, 256]
+    blocks of scores, one matrix product each into a reused buffer that stays in cache while it
+    is read. A score is the distance up to a per-anchor monotone map (‖x_j‖² − 2 x_i·x_j for the
+    Euclidean distance), so the positive is a maximum over the anchor's class slice and the
+    negative a minimum over the other columns (semi-hard: after lifting the scores at or below
+    the positive's above every score); only the mined triplets are turned into distances (for
+    the semi-hard upper bound). Memory: a sorted copy of the embeddings and two 2 MiB blocks,
+    whatever N. The blocks are fixed, so the result does not depend on ``chunk_size``, which is
+    kept for compatibility and changes nothing. ``strategy=`` is the deprecated name of
     ``mining``.
     """
     mining = renamed(mining, strategy, "mining", "strategy", "mine_offline")
@@ -344,70 +301,8 @@ def mine_offline(
     check_choice(distance, "distance", DISTANCES)
     check_embeddings(embeddings)
     labels = check_labels(labels, embeddings.shape[0])
-    out: list[tuple[Tensor, Tensor, Tensor]] = []
     with torch.no_grad():
-        rows, bias, row_term = _offline_rows(embeddings.detach(), distance)
-        order = torch.sort(labels, stable=True)[1]
-        counts = torch.unique_consecutive(labels[order], return_counts=True)[1].tolist()
-        starts = [0]
-        for c in counts:
-            starts.append(starts[-1] + c)
-        n_all = rows.shape[0]
-        # buffers reused by every block: fresh [256, N] allocations per block would page-fault
-        # and fragment the heap (the peak memory then grows with N)
-        buffer = rows.new_empty(min(_OFFLINE_TILE, n_all) * n_all)
-        lift = _semihard_lift(rows) if mining == "semihard" else None
-        below = torch.empty(buffer.shape, dtype=rows.dtype if lift else torch.bool,
-                            device=rows.device)
-        picked = rows.new_empty(min(_OFFLINE_TILE, n_all) * max(counts, default=1))
-        klass = 0  # the class of sorted position `pos` below
-        for t0 in range(0, n_all, _OFFLINE_TILE):
-            tile = order[t0 : t0 + _OFFLINE_TILE]
-            t = tile.shape[0]
-            score = buffer[: t * n_all].view(t, n_all)
-            if bias is None:
-                torch.mm(rows[tile], rows.T, out=score).neg_()
-            else:
-                torch.addmm(bias[None, :], rows[tile], rows.T, alpha=-2, out=score)
-            s_ap = score.new_full((t,), float("-inf"))
-            p = torch.zeros_like(tile)
-            pos = t0
-            while pos < t0 + t:
-                while starts[klass + 1] <= pos:
-                    klass += 1
-                lo, hi = starts[klass], starts[klass + 1]
-                stop, r0 = min(hi, t0 + t), pos - t0
-                members = order[lo:hi]
-                if hi - lo > 1:
-                    block = picked[: (stop - pos) * (hi - lo)].view(stop - pos, hi - lo)
-                    torch.index_select(score[r0 : stop - t0], 1, members, out=block)
-                    own = torch.arange(pos - lo, stop - lo, device=block.device)
-                    block[torch.arange(stop - pos, device=block.device), own] = float("-inf")
-                    s_ap[r0 : stop - t0], best = block.max(1)
-                    p[r0 : stop - t0] = members[best]
-                score[r0 : stop - t0].index_fill_(1, members, float("inf"))
-                pos = stop
-            if mining == "semihard":
-                mask = below[: t * n_all].view(t, n_all)
-                torch.le(score, s_ap[:, None], out=mask)
-                if lift:  # 0 or 1 in the score dtype: unmasked scores are kept exactly
-                    score.add_(mask, alpha=lift[0])
-                else:
-                    score.masked_fill_(mask, float("inf"))
-            n = score.argmin(1)
-            s_an = score.gather(1, n[:, None])[:, 0]
-            keep = (s_ap > float("-inf")) & (s_an < float("inf"))
-            if lift:
-                keep &= s_an <= lift[1]  # a lifted score: no negative above the positive
-            if mining == "semihard":
-                term = None if row_term is None else row_term[tile]
-                d_ap = _offline_distance(s_ap, term, distance)
-                keep &= _offline_distance(s_an, term, distance) < d_ap + margin
-            out.append((tile[keep], p[keep], n[keep]))
-    a, p, n = (torch.cat(parts) for parts in zip(*out, strict=True)) if out else (
-        torch.zeros(0, dtype=torch.int64, device=embeddings.device) for _ in range(3))
-    first = torch.sort(a)[1]
-    return a[first], p[first], n[first]
+        return offline_triplets(embeddings.detach(), labels, mining, margin, distance)
 
 
 # ---------------------------------------------------------------------------------------------
