@@ -1,5 +1,6 @@
 """The blocked batch-all kernel (CPU hinge batch all) against the brute-force reference, with
-every block size and both counting strategies (comparison passes and binary search)."""
+every block size (row blocks, and products of several row blocks) and both counting strategies
+(comparison passes and binary search)."""
 
 import numpy as np
 import pytest
@@ -22,6 +23,8 @@ def kernel(request, monkeypatch):
     block, slots = request.param
     monkeypatch.setattr(_batch_all, "BLOCK_ELEMENTS", block)
     monkeypatch.setattr(_batch_all, "MAX_LOOP_SLOTS", slots)
+    # one product per 3 row blocks: several products, and several row blocks per product
+    monkeypatch.setattr(_batch_all, "PRODUCT_ELEMENTS", 3 * block)
     return request.param
 
 

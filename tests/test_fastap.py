@@ -6,6 +6,8 @@ from pytorch_metric_learning import losses as pml_losses
 import metrickit as mk
 import pair_checks as checks
 import pair_reference
+from metrickit import miners
+from metrickit.losses import fastap
 
 CASE = checks.LossCase(
     fn=mk.F.fastap_loss,
@@ -52,3 +54,22 @@ def test_duplicated_and_opposite_embeddings_match_reference():
     (g_ref,) = torch.autograd.grad(ref[mask].sum(), x_ref)
     assert torch.isfinite(g_ours).all()
     checks.assert_close(g_ours, g_ref, 1e-7)
+
+
+@pytest.mark.parametrize("mined", [False, True])
+def test_any_bin_block_gives_the_one_block_loss(mined, monkeypatch):
+    # the dense binning runs in sub-blocks of BIN_BLOCK_ELEMENTS within each row block
+    g = torch.Generator().manual_seed(4)
+    labels = torch.randint(0, 4, (15,), generator=g)
+    x = torch.randn(15, 5, dtype=torch.float64, generator=g)
+    pairs = miners.MultiSimilarityMiner(epsilon=0.2)(x, labels) if mined else None
+    results = []
+    for elements in (1 << 20, 1, 20, 45):  # one sub-block; 1, 1 and 3 rows per sub-block
+        monkeypatch.setattr(fastap, "BIN_BLOCK_ELEMENTS", elements)
+        leaf = x.clone().requires_grad_(True)
+        loss = mk.F.fastap_loss(leaf, labels, reduction="none", indices_tuple=pairs)
+        (grad,) = torch.autograd.grad(loss.sum(), leaf)
+        results.append((loss.detach(), grad))
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
+    assert results[0][1].abs().sum() > 0

@@ -7,8 +7,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._validation import check_int, check_reduction, reduce
-from ._pair_rows import PairRowsLoss, cosine_pairs, row_loss, row_sum
+from ._pair_rows import PairRowsLoss, RowBlock, cosine_pairs, row_loss, row_sum
 from ._registry import register_loss
+
+# Elements of the sub-blocks FastAP bins (2 MiB in float32): its passes over a sub-block run
+# from cache, while the work on the positives runs once per (larger) row block.
+BIN_BLOCK_ELEMENTS = 1 << 19
 
 
 def fastap_loss(
@@ -52,16 +56,12 @@ def fastap_loss(
         # column by its flat index (row, k) into [b, L + 2]: t = L (k = L, u = 0) has its own
         # slot, slot L + 1 holds the columns that are not candidates and the positives (added
         # below)
-        # (S rounded beyond ±1 is clamped but keeps dℓ/dS: such rows are parallel, and
-        # dS/dx̂ vanishes along the other row's direction)
-        t = s.mul_(-2).add_(2).clamp_(0, 4).div_(width)
-        k_dense = block.drop_non_negatives(t.to(torch.int32), trash)  # ⌊t⌋ (t ≥ 0)
-        u = t.frac_()
         slots = num_bins + 2
-        flat = k_dense.add_(torch.arange(0, b * slots, slots, dtype=torch.int32,
-                                         device=s.device)[:, None]).view(-1)
-        count = torch.bincount(flat, minlength=b * slots).view(b, slots).to(s.dtype)
-        upper = s.new_zeros(b * slots).index_add_(0, flat, u.view(-1)).view(b, slots)
+        count = s.new_empty(b, slots)
+        upper = s.new_zeros(b * slots)
+        flat = torch.empty(s.shape, dtype=torch.int32, device=s.device)
+        _bin_rows(s, block, flat, count, upper, width, trash)
+        upper = upper.view(b, slots)
         t_pos = (2 - 2 * s_pos).clamp(0, 4) / width
         k_pos = t_pos.floor().clamp_(max=num_bins - 1)
         u_pos = t_pos - k_pos
@@ -92,7 +92,8 @@ def fastap_loss(
             # slot L (t = L) is bin L − 1's upper end; the trash slot has no gradient
             table = F.pad(per_total[:, :num_bins] * (2 / width), (0, 2))
             table[:, num_bins] = table[:, num_bins - 1]
-            grad = torch.index_select(table.view(-1), 0, flat, out=s.view(-1)).view(s.shape)
+            grad = torch.index_select(table.view(-1), 0, flat.view(-1), out=s.view(-1))
+            grad = grad.view(s.shape)
             step = per_pos[r, k_pos + 1] - per_pos[r, k_pos]
             grad[r, c] = (step - per_total[r, k_pos]) * (-2 / width)
         return loss, has_pos[:, None].to(s.dtype)
@@ -100,6 +101,43 @@ def fastap_loss(
     loss, valid = row_loss(pairs, terms, aux_width=1)
     count = valid.sum() if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
+
+
+def _bin_rows(
+    s: Tensor, block: RowBlock, flat: Tensor, count: Tensor, upper: Tensor, width: float,
+    trash: int,
+) -> None:
+    """FastAP's dense pass over a block of S, in sub-blocks of :data:`BIN_BLOCK_ELEMENTS` that
+    run from cache: overwrite S by t = d² / width (clamped to [0, L]) and write each column's flat
+    (row, bin) index into ``flat`` [b, M] (int32; ``trash`` for the columns that are not
+    negatives), the columns' count per (row, bin) into ``count`` [b, L + 2] and their upper
+    shares' sum into ``upper`` (flat, zeros)."""
+    b, m = s.shape
+    slots = count.shape[1]
+    step = max(1, BIN_BLOCK_ELEMENTS // max(m, 1))
+    starts = list(range(0, b, step))
+    # each sub-block's run of the same-label pairs (sorted by row)
+    cuts = torch.searchsorted(block.same_r, torch.tensor([*starts, b], device=s.device)).tolist()
+    for i, a in enumerate(starts):
+        z = min(a + step, b)
+        # (S rounded beyond ±1 is clamped but keeps dℓ/dS: such rows are parallel, and
+        # dS/dx̂ vanishes along the other row's direction)
+        t = s[a:z].mul_(-2).add_(2).clamp_(0, 4).div_(width)
+        k = flat[a:z]
+        k.copy_(t)  # ⌊t⌋ (t ≥ 0)
+        sub = RowBlock(
+            slice(a, z), block.pos_r, block.pos_c, block.same_r[cuts[i] : cuts[i + 1]] - a,
+            block.same_c[cuts[i] : cuts[i + 1]],
+            None if block.mined_out is None else block.mined_out[a:z],
+        )
+        sub.drop_non_negatives(k, trash)
+        u = t.frac_()
+        k.add_(torch.arange(a * slots, z * slots, slots, dtype=torch.int32,
+                            device=s.device)[:, None])
+        index = k.view(-1)
+        counts = torch.bincount(index, minlength=z * slots)[a * slots : z * slots]
+        count[a:z] = counts.view(z - a, slots)
+        upper.index_add_(0, index, u.view(-1))
 
 
 @register_loss("fastap", aliases=("fast_ap",))
