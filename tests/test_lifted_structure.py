@@ -7,20 +7,24 @@ import torch
 import metrickit as mk
 from conftest import random_batch, t64
 from metrickit.distances import pairwise_distance
+from metrickit.losses._lifted_blockwise import lifted_blockwise
+from metrickit.losses._pairs import batch_call
 from metrickit.masks import pair_masks
 from reference import euclid, lifted_structure, numeric_grad
 
 AGG = {"mean": np.mean, "sum": np.sum, "none": lambda v: np.asarray(v)}
 
 
+@pytest.mark.parametrize("algorithm", ["blockwise", "dense"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("margin", [1.0, 0.2])
 @pytest.mark.parametrize("negatives", ["mean", "sum"])
-def test_matches_bruteforce(layout, reduction, margin, negatives):
+def test_matches_bruteforce(layout, reduction, margin, negatives, algorithm):
     emb = random_batch(layout, dim=3, seed=8)
     x = t64(emb, True)
     loss = mk.F.lifted_structure_loss(
-        x, torch.tensor(layout), margin=margin, reduction=reduction, negatives=negatives
+        x, torch.tensor(layout), margin=margin, reduction=reduction, negatives=negatives,
+        algorithm=algorithm,
     )
     agg = AGG[reduction]
     ref = agg(lifted_structure(emb, layout, margin, negatives))
@@ -44,6 +48,147 @@ def test_paper_normalisation_one_over_two_p():
     paper = sum(max(v, 0) ** 2 for v in js) / (2 * 4)
     loss = mk.F.lifted_structure_loss(t64(emb), torch.tensor(labels), negatives="sum")
     assert loss.item() == pytest.approx(paper)
+
+
+def run_both(x, labels, refs=None, grad_seed=1, **kw):
+    """(loss, ∂/∂embeddings, ∂/∂references) of the dense and the blockwise algorithms, with
+    random per-term upstream weights (so every term's gradient counts)."""
+    out = []
+    for algorithm in ("dense", "blockwise"):
+        a = x.detach().clone().requires_grad_()
+        extra = {}
+        if refs is not None:
+            extra = dict(ref_embeddings=refs[0].detach().clone().requires_grad_(),
+                         ref_labels=refs[1], ref_offset=refs[2])
+        loss = mk.F.lifted_structure_loss(a, labels, algorithm=algorithm, **kw, **extra)
+        g = torch.rand(loss.shape, dtype=loss.dtype,
+                       generator=torch.Generator().manual_seed(grad_seed))
+        (loss * g).sum().backward()
+        out.append((loss.detach(), a.grad, extra.get("ref_embeddings", a).grad))
+    return out
+
+
+def assert_same(dense, blockwise, rtol=1e-12):
+    for u, v in zip(dense, blockwise, strict=True):
+        assert u.shape == v.shape and torch.isfinite(v).all()
+        if u.numel():
+            assert (u - v).abs().max() <= rtol * u.abs().max(), (u, v)
+
+
+REF_LAYOUTS = {  # anchors' labels, references' labels (extra rows), where the anchors sit
+    "memory_after": ([0, 1, 1, 2, 0, 3], [2, 0, 1, 4, 3, 3, 0], 0),
+    "rank_in_middle": ([0, 1, 1, 2, 0, 3], [2, 0, 1, 4, 3, 3, 0], 3),
+    "separate": ([0, 1, 1, 2, 0, 3], [2, 0, 1, 4, 3, 3, 0], None),
+    "one_class": ([5, 5, 5, 5], [5, 5, 5], 2),
+    "no_positive": ([0, 1, 2], [3, 4, 5, 6], None),
+}
+
+
+@pytest.mark.parametrize("negatives", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("case", sorted(REF_LAYOUTS))
+def test_blockwise_equals_dense_with_references(case, reduction, negatives):
+    labels, extra, offset = REF_LAYOUTS[case]
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(len(labels), 5, dtype=torch.float64, generator=g)
+    others = torch.randn(len(extra), 5, dtype=torch.float64, generator=g)
+    if offset is None:
+        refs, ref_labels = others, extra
+    else:
+        refs = torch.cat([others[:offset], x, others[offset:]])
+        ref_labels = extra[:offset] + labels + extra[offset:]
+    refs = (refs, torch.tensor(ref_labels), offset)
+    for margin in (1.0, 0.3, 4.0):
+        dense, blockwise = run_both(x, torch.tensor(labels), refs, margin=margin,
+                                    reduction=reduction, negatives=negatives)
+        assert_same(dense, blockwise)
+
+
+@pytest.mark.parametrize("negatives", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("labels", [
+    torch.arange(40) % 7, torch.arange(24) // 4, torch.zeros(9, dtype=torch.long),
+    torch.arange(6), torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 3, 3, 4]),
+])
+def test_blockwise_equals_dense_in_batch(labels, reduction, negatives):
+    x = torch.randn(len(labels), 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    for margin, scale in ((1.0, 1.0), (0.2, 0.3), (2.0, 3.0)):
+        dense, blockwise = run_both(x * scale, labels, margin=margin, reduction=reduction,
+                                    negatives=negatives)
+        assert_same(dense, blockwise)
+
+
+@pytest.mark.parametrize("offset", [0, 2, None])
+def test_blockwise_every_block_size_equals_one_block(monkeypatch, offset):
+    labels = torch.arange(30) % 4
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(30, 5, dtype=torch.float64, generator=g)
+    refs = None
+    if offset is not None:
+        refs = (torch.cat([torch.randn(offset, 5, dtype=torch.float64, generator=g), x]),
+                torch.cat([torch.arange(offset) % 3, labels]), offset)
+    names = ("ref_embeddings", "ref_labels", "ref_offset")
+    extra = {} if refs is None else dict(zip(names, refs, strict=True))
+    one_block = run_both(x, labels, refs)[1]
+    for elements in (1, 37, 120):  # one row (or fewer) per block, ragged last blocks
+        monkeypatch.setattr("metrickit.losses._lifted_blockwise.ROW_BLOCK_ELEMENTS", elements)
+        assert_same(one_block, run_both(x, labels, refs)[1])
+        with torch.no_grad():  # the forward-only sweep (no [B, M] matrix kept)
+            value = mk.F.lifted_structure_loss(x, labels, algorithm="blockwise", **extra)
+        assert value.item() == pytest.approx(one_block[0].item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("negatives", ["mean", "sum"])
+def test_blockwise_gradcheck(negatives):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(9, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    r = torch.randn(5, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    labels, ref_labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3, 0]), torch.tensor([1, 0, 2, 4, 1])
+
+    def in_batch(x):
+        return mk.F.lifted_structure_loss(x, labels, reduction="none", negatives=negatives,
+                                          algorithm="blockwise")
+
+    def with_refs(x, r):
+        return mk.F.lifted_structure_loss(
+            x, labels, ref_embeddings=torch.cat([r[:2], x, r[2:]]),
+            ref_labels=torch.cat([ref_labels[:2], labels, ref_labels[2:]]), ref_offset=2,
+            negatives=negatives, algorithm="blockwise")
+
+    assert torch.autograd.gradcheck(in_batch, (x,))
+    assert torch.autograd.gradcheck(with_refs, (x, r))
+
+
+@pytest.mark.parametrize("negatives", ["mean", "sum"])
+def test_blockwise_negatives_at_distance_zero(negatives):
+    # coinciding samples of different classes: their e^{−d}/d is ∞, their gradient 0 (as the
+    # dense path's safe square root), and nothing else changes. Small integers: every squared
+    # distance is exact (the Gram expansion's rounding would turn a 0 into a d of ~1e-8).
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(-3, 4, (10, 3), generator=g).double()
+    x[5] = x[0]
+    x[6] = x[0]
+    labels = torch.tensor([0, 0, 1, 1, 2, 1, 2, 0, 1, 2])
+    dense, blockwise = run_both(x, labels, negatives=negatives)
+    assert_same(dense, blockwise)
+    ones = torch.ones(12, 4, dtype=torch.float64)
+    assert_same(*run_both(ones, torch.arange(12) % 3, negatives=negatives))
+
+
+def test_blockwise_falls_back_beyond_its_exponent_range():
+    # class 0 at ±1e3, class 1 near 0: every negative of a class-0 pair is 1e3 away, so its
+    # e^{−d} underflows and the blockwise algorithm hands over to the dense one
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(8, 3, dtype=torch.float64, generator=g)
+    x[:4, 0] += torch.tensor([1e3, -1e3, 1e3, -1e3], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    assert lifted_blockwise(x, batch_call(x, labels, None, None, None, None), 1.0, False) is None
+    near = x / 1e3
+    call = batch_call(near, labels, None, None, None, None)
+    assert lifted_blockwise(near, call, 1.0, False) is not None
+    dense, blockwise = run_both(x, labels, negatives="sum")
+    assert dense[0].item() > 1e5
+    assert_same(dense, blockwise)
 
 
 def test_core_with_a_separate_reference_set():
@@ -138,6 +283,13 @@ def test_bad_inputs_name_the_argument():
         mk.F.lifted_structure_loss(x, labels, negatives="max")
     with pytest.raises(ValueError, match="negatives must be one of"):
         mk.losses.LiftedStructureLoss(negatives="max")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        mk.F.lifted_structure_loss(x, labels, algorithm="sorted")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        mk.losses.LiftedStructureLoss(algorithm="fast")
+    pairs = (torch.tensor([0]), torch.tensor([1]), torch.tensor([0]), torch.tensor([2]))
+    with pytest.raises(ValueError, match="algorithm='blockwise'.*indices_tuple"):
+        mk.F.lifted_structure_loss(x, labels, indices_tuple=pairs, algorithm="blockwise")
     with pytest.raises(ValueError, match="labels.*length 4, got 3"):
         mk.F.lifted_structure_loss(x, labels[:3])
     with pytest.raises(TypeError, match="labels must be an integer"):

@@ -9,10 +9,12 @@ from torch import Tensor
 from .._validation import check_choice, check_nonnegative, check_reduction, reduce
 from ..masks import unordered_pair_mask
 from ._base import BatchLoss
-from ._pairs import IndicesTuple, batch_call, pair_masks_of, reference_distance
+from ._lifted_blockwise import lifted_blockwise
+from ._pairs import IndicesTuple, batch_call, check_algorithm, pair_masks_of, reference_distance
 from ._registry import register_loss
 
 NEGATIVES = ("mean", "sum")
+ALGORITHMS = ("blockwise", "dense")
 
 
 def lifted_structure_from_distances(
@@ -62,6 +64,7 @@ def lifted_structure_loss(
     ref_labels: Tensor | None = None,
     ref_offset: int | None = None,
     negatives: str = "mean",
+    algorithm: str = "auto",
 ) -> Tensor:
     r"""Lifted structured loss over a labelled batch.
 
@@ -94,14 +97,34 @@ def lifted_structure_loss(
     :func:`lifted_structure_from_distances`). With a miner's ``indices_tuple`` the pairs are its
     positive pairs (ordered, each once) and N(i) / N(j) its negative pairs.
 
+    ``algorithm`` (both exact, equal up to rounding): ``"blockwise"`` never forms a [B, M] term
+    per pair or an autograd graph: one sweep over blocks of distance rows gives each row's (and
+    column's) log-sum-exp over its negatives, J is evaluated on the positive pairs only and the
+    gradient is closed-form (two B×M×D matrix products in the backward pass, one against the
+    batch itself; O(B·M) memory, see :mod:`._lifted_blockwise`); it needs no ``indices_tuple``,
+    and uses the dense form where a pair's negatives all lie beyond the exponent range of its
+    constant shift (distances above about 36 in float32). ``"dense"`` builds the [B, M] distances
+    and masks and lets autograd differentiate them. ``"auto"`` is blockwise without a miner, else
+    dense.
+
     Paper: H. O. Song, Y. Xiang, S. Jegelka, S. Savarese, "Deep Metric Learning via Lifted
     Structured Feature Embedding", CVPR 2016. Defaults: margin=1.0 (m), Euclidean distance,
-    negatives="mean" (``"sum"``: the paper's loss exactly).
+    negatives="mean" (``"sum"``: the paper's loss exactly), algorithm="auto".
     """
     call = batch_call(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
     margin = check_nonnegative(margin, "margin")
     check_reduction(reduction)
     check_choice(negatives, "negatives", NEGATIVES)
+    algorithm = check_algorithm(algorithm, ALGORITHMS)
+    if algorithm == "blockwise" and call.indices_tuple is not None:
+        raise ValueError(
+            "algorithm='blockwise' computes the loss without a miner; use 'dense' (or 'auto') "
+            "with indices_tuple"
+        )
+    if algorithm != "dense" and call.indices_tuple is None:
+        terms = lifted_blockwise(embeddings, call, margin, negatives == "mean")
+        if terms is not None:
+            return reduce(terms, reduction).to(embeddings.dtype)
     dist = reference_distance(embeddings, call.refs, "euclidean")
     pos, neg = pair_masks_of(call)
     if call.indices_tuple is None:
@@ -118,14 +141,20 @@ class LiftedStructureLoss(BatchLoss):
     functional = staticmethod(lifted_structure_loss)
 
     def __init__(
-        self, margin: float = 1.0, reduction: str = "mean", negatives: str = "mean"
+        self,
+        margin: float = 1.0,
+        reduction: str = "mean",
+        negatives: str = "mean",
+        algorithm: str = "auto",
     ) -> None:
         super().__init__(reduction)
         self.margin = check_nonnegative(margin, "margin")
         self.negatives = check_choice(negatives, "negatives", NEGATIVES)
+        self.algorithm = check_algorithm(algorithm, ALGORITHMS)
 
     def hyper(self) -> tuple[object, ...]:
         return (self.margin,)
 
     def keywords(self) -> dict[str, object]:
-        return {"reduction": self.reduction, "negatives": self.negatives}
+        return {"reduction": self.reduction, "negatives": self.negatives,
+                "algorithm": self.algorithm}
