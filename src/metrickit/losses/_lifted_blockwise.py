@@ -10,16 +10,18 @@ same-label entries set to d = ∞ from the sorted-label lists; each pair's J_p t
 The gradient is closed-form. With w_p = ∂loss/∂J_p and h_p = w_p e^{m − L_p}, a negative (i, k)
 gets ∂loss/∂d_ik = −e^{−d_ik} (c_i + v_k), where c_i sums h_p over the pairs of row i and v_k over
 the pairs of column k, and a pair gets ∂loss/∂d_p = w_p. The sweep leaves Q = e^{−d}/d in place
-of each block (one [B, M] matrix); the backward pass turns it into H = −2 ∂loss/∂(d²) by one
-broadcast product, and ends with the products H [r, 1] and Hᵀ [x, 1] (the column of ones gives
-the row sums the Euclidean gradient needs). Against itself H is replaced by the symmetric H + Hᵀ
+of each block (one [B, M] matrix); the backward pass turns one block of it at a time into
+H = −2 ∂loss/∂(d²) (a broadcast product into a scratch block: Q itself stays, for a repeated
+backward) and multiplies it into H [r, 1] and Hᵀ [x, 1] (the column of ones gives the row sums
+the Euclidean gradient needs). Against itself H is replaced by the symmetric H + Hᵀ
 = Q ⊙ (t_i + t_k), t = c + v, and a single product gives the whole gradient.
 
 The constant shift keeps every exponential finite but loses precision when a pair's negatives
 all lie farther than about half the dtype's exponent range (36 in float32, 336 in float64):
 then :func:`lifted_blockwise` returns None and the caller uses the dense algorithm. A negative
 at distance exactly 0 gets gradient 0 (as the dense path's safe square root): its e^{−d}/d is
-infinite, and the backward pass, seeing a non-finite product, zeroes those entries and redoes it.
+infinite, and the backward pass, seeing a non-finite product, zeroes the block's non-finite
+entries and redoes its products.
 """
 
 from __future__ import annotations

@@ -97,15 +97,14 @@ def lifted_structure_loss(
     :func:`lifted_structure_from_distances`). With a miner's ``indices_tuple`` the pairs are its
     positive pairs (ordered, each once) and N(i) / N(j) its negative pairs.
 
-    ``algorithm`` (both exact, equal up to rounding): ``"blockwise"`` never forms a [B, M] term
-    per pair or an autograd graph: one sweep over blocks of distance rows gives each row's (and
-    column's) log-sum-exp over its negatives, J is evaluated on the positive pairs only and the
-    gradient is closed-form (two B×M×D matrix products in the backward pass, one against the
-    batch itself; O(B·M) memory, see :mod:`._lifted_blockwise`); it needs no ``indices_tuple``,
-    and uses the dense form where a pair's negatives all lie beyond the exponent range of its
-    constant shift (distances above about 36 in float32). ``"dense"`` builds the [B, M] distances
-    and masks and lets autograd differentiate them. ``"auto"`` is blockwise without a miner, else
-    dense.
+    ``algorithm`` (both exact, equal up to rounding): ``"blockwise"`` forms no [B, M] autograd
+    graph: one sweep over blocks of distance rows gives each row's (and column's) log-sum-exp over
+    its negatives, J is evaluated on the positive pairs only and the gradient is closed-form (two
+    B×M×D matrix products in the backward pass, one against the batch itself; O(B·M) memory, see
+    :mod:`._lifted_blockwise`); it needs no ``indices_tuple``, and uses the dense form where a
+    pair's negatives all lie beyond the exponent range of its constant shift (distances above about
+    36 in float32). ``"dense"`` builds the [B, M] distances and masks and lets autograd
+    differentiate them. ``"auto"`` is blockwise without a miner, else dense.
 
     Paper: H. O. Song, Y. Xiang, S. Jegelka, S. Savarese, "Deep Metric Learning via Lifted
     Structured Feature Embedding", CVPR 2016. Defaults: margin=1.0 (m), Euclidean distance,
