@@ -22,7 +22,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from .._kernels import distance_block_into
 from ..masks import class_slots
 
-# Elements of one block of distance rows (4 MiB in float32): cache-sized, so the passes over a
+# Elements of one block of distance rows (2 MiB in float32): cache-sized, so the passes over a
 # block run from cache.
 BLOCK_ELEMENTS = 1 << 19
 # Elements of one block of distance rows computed by one matrix product (16 MiB in float32).
