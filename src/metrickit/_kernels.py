@@ -10,6 +10,9 @@
   exact rank, the miners' difficulty counts.
 * Threshold counts (:func:`threshold_counts`): the same counts for every (row, positive) pair
   without sorting the rows, from the few positive thresholds of each row.
+* Rank tables (:class:`RankTable`): how many of T sorted thresholds lie at or below each of
+  many values, by one table look-up per value instead of a binary search (the quadruplet loss's
+  negative pairs against all its positive-pair thresholds).
 """
 
 from __future__ import annotations
@@ -205,3 +208,65 @@ def threshold_counts(
         below = hist.cumsum(1)[:, :k]
         above = torch.where(neg_mask, n_pos[:, None] - rank, 0)
         return ThresholdCounts(slot, valid, below, above)
+
+
+_INT_VIEW = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+class RankTable(NamedTuple):
+    """Thresholds prepared for :func:`count_at_most` (built by :func:`rank_table`).
+
+    sorted: [T] the thresholds in ascending order (float32 or float64).
+    order: [T] the thresholds' indices in that order.
+    table: [n + 1] int32: for each bucket of values, the number of thresholds at or below every
+        value of the bucket, or −1 when a threshold falls inside the bucket.
+    shift, base: a value v falls in bucket clamp((bits(v) >> shift) − base, 0, n), bits(v) its
+        IEEE pattern read as an integer (monotone in v for v ≥ 0).
+    """
+
+    sorted: Tensor
+    order: Tensor
+    table: Tensor
+    shift: int
+    base: int
+
+
+def rank_table(thresholds: Tensor, log2_buckets: int = 18) -> RankTable:
+    """Bucket the sorted ``thresholds`` (1-D, float32/float64) by the top bits of their IEEE
+    patterns: at most min(2^log2_buckets, 16·T) + 2 buckets over the thresholds' range, plus one
+    below and one above it. A bucket without a threshold knows the exact count of every value in
+    it. O(T log T + buckets).
+
+    The bit pattern of a float ≥ 0 read as an integer increases with the value, so the buckets
+    are ordered intervals. Thresholds ≤ 0 share the first bucket with every value ≤ 0, which is
+    then resolved exactly (negative values' patterns are not ordered)."""
+    ts, order = thresholds.detach().sort()
+    ts = ts.contiguous()
+    bits = ts.view(_INT_VIEW[ts.dtype]).clamp_min(0)
+    if ts.numel() == 0:
+        table = torch.zeros(1, dtype=torch.int32, device=ts.device)
+        return RankTable(ts, order, table, 0, 0)
+    lo, hi = int(bits[0]), int(bits[-1])
+    log2_buckets = min(log2_buckets, (ts.numel() - 1).bit_length() + 4)
+    shift = max(0, (hi - lo).bit_length() - log2_buckets)
+    base = (lo >> shift) - 1  # the smallest threshold falls in bucket 1
+    n = (hi >> shift) - base + 1  # bucket n: above every threshold
+    inside = torch.bincount((bits >> shift) - base, minlength=n + 1)
+    below = inside.cumsum(0) - inside  # thresholds in the buckets before
+    table = torch.where(inside == 0, below, -1).to(torch.int32)
+    if lo == 0:  # a threshold ≤ 0: values ≤ 0 (bucket 0) need the exact search
+        table[0] = -1
+    return RankTable(ts, order, table, shift, base)
+
+
+def count_at_most(ranks: RankTable, values: Tensor) -> Tensor:
+    """int32 tensor shaped like ``values`` (contiguous, the thresholds' dtype): the number of
+    thresholds ≤ each value. One table look-up per value; a binary search only for the values
+    whose bucket holds a threshold (few when the table is fine)."""
+    v = values.detach()
+    n = ranks.table.shape[0] - 1
+    q = (v.view(_INT_VIEW[v.dtype]) >> ranks.shift).sub_(ranks.base).clamp_(0, n)
+    out = ranks.table.index_select(0, q.view(-1))
+    todo = (out < 0).nonzero().squeeze(1)
+    out[todo] = torch.searchsorted(ranks.sorted, v.reshape(-1)[todo], right=True, out_int32=True)
+    return out.view(v.shape)

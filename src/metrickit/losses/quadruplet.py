@@ -1,9 +1,11 @@
 """Quadruplet loss (Chen et al. 2017): the triplet term plus a term that asks every positive pair
 to be closer than any negative pair, even one that does not share the anchor.
 
-The batch form never enumerates quadruplets (that is O(B⁴)): thresholds are looked up in sorted
-distance lists with ``searchsorted`` and prefix sums, O(B² log B · K) time and O(B² K) memory for a
-batch with at most K samples per class.
+The batch form never enumerates quadruplets (that is O(B⁴)). By default it counts hinge terms
+one block of distance rows at a time with a closed-form gradient (:mod:`._quadruplet_blockwise`:
+three B×B×D matrix products, O(B²) time for the counts, one B×B coefficient matrix); the
+"sorted" algorithm looks thresholds up in sorted distance lists with ``searchsorted`` and prefix
+sums (O(B² log B · K) time and O(B² K) memory for at most K samples per class).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from .._validation import (
     check_nonnegative,
     check_reduction,
     check_same_shape,
+    compute_dtype,
     reduce,
 )
 from ..distances import pairwise_distance, rowwise_distance
 from ..masks import pair_masks
 from ._base import BatchLoss, Loss
-from ._pairs import IndicesTuple, batch_call, pair_masks_of, reference_distance
+from ._pairs import IndicesTuple, batch_call, check_algorithm, pair_masks_of, reference_distance
+from ._quadruplet_blockwise import blockwise_quadruplet
 from ._registry import register_loss
 
 
@@ -64,6 +68,9 @@ def quadruplet_loss(
     d_nn = rowwise_distance(negative1, negative2, "squared_euclidean")
     loss = (d_ap - d_an + margin1).clamp_min(0) + (d_ap - d_nn + margin2).clamp_min(0)
     return reduce(loss, reduction).to(anchor.dtype)
+
+
+ALGORITHMS = ("blockwise", "sorted")
 
 
 def _hinge_mean(total: Tensor, count: Tensor, pairs: Tensor) -> Tensor:
@@ -147,6 +154,7 @@ def batch_quadruplet_loss(
     ref_embeddings: Tensor | None = None,
     ref_labels: Tensor | None = None,
     ref_offset: int | None = None,
+    algorithm: str = "auto",
 ) -> Tensor:
     r"""Quadruplet loss over every valid quadruplet of a labelled batch (batch-all).
 
@@ -166,13 +174,35 @@ def batch_quadruplet_loss(
     pairs are its positive pairs and n1 its negative pairs' negatives; the negative pairs
     {n1, n2} of term 2 are all those of the references.
 
-    Never enumerates quadruplets: see :func:`quadruplet_from_distances`.
+    Never enumerates quadruplets. ``algorithm`` (both exact, equal up to rounding):
+
+    * ``"blockwise"``: from the embeddings, one cache-sized block of distance rows at a time:
+      every hinge term is counted against the sorted thresholds (a table look-up per distance
+      for term 2) and the gradient is the closed form Σ W_ij ∂d_ij with those counts as W (two
+      matrix products); O(B·M + M²) memory, no autograd graph over the distances. Not with
+      ``indices_tuple``.
+    * ``"sorted"``: the distance matrices with each row's negatives sorted once, binary searches
+      and prefix sums (:func:`quadruplet_from_distances`); O(B·K·M + M²) memory.
+    * ``"auto"``: "blockwise" without ``indices_tuple``, else "sorted".
 
     Paper: Chen et al., CVPR 2017. Defaults: margin1=1.0, margin2=0.5, squared Euclidean d².
     """
     call = batch_call(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
     margin1 = check_nonnegative(margin1, "margin1")
     margin2 = check_nonnegative(margin2, "margin2")
+    algorithm = check_algorithm(algorithm, ALGORITHMS)
+    if algorithm == "blockwise" and indices_tuple is not None:
+        raise ValueError(
+            "algorithm='blockwise' does not take an indices_tuple; use 'sorted' with a miner"
+        )
+    if algorithm != "sorted" and indices_tuple is None:
+        x = embeddings.to(compute_dtype(embeddings))
+        refs = call.refs
+        r = x if call.plain else refs.embeddings.to(compute_dtype(refs.embeddings))
+        loss = blockwise_quadruplet(
+            x, call.labels, r, refs.labels, refs.offset, call.plain, margin1, margin2
+        )
+        return loss.to(embeddings.dtype)
     dist = reference_distance(embeddings, call.refs, "squared_euclidean")
     pos, neg = pair_masks_of(call)
     if call.plain:
@@ -208,17 +238,18 @@ class BatchQuadrupletLoss(BatchLoss):
     """Module form of :func:`batch_quadruplet_loss`; ``forward(embeddings, labels,
     indices_tuple=None, ref_embeddings=None, ref_labels=None, ref_offset=None)`` (a scalar: the
     two batch-all averages have no per-sample form, hence no ``reduction`` argument; its
-    ``reduction`` attribute is "mean")."""
+    ``reduction`` attribute is "mean"); ``algorithm`` as in :func:`batch_quadruplet_loss`."""
 
     functional = staticmethod(batch_quadruplet_loss)
 
-    def __init__(self, margin1: float = 1.0, margin2: float = 0.5) -> None:
+    def __init__(self, margin1: float = 1.0, margin2: float = 0.5, algorithm: str = "auto") -> None:
         super().__init__("mean")
         self.margin1 = check_nonnegative(margin1, "margin1")
         self.margin2 = check_nonnegative(margin2, "margin2")
+        self.algorithm = check_algorithm(algorithm, ALGORITHMS)
 
     def hyper(self) -> tuple[object, ...]:
         return self.margin1, self.margin2
 
     def keywords(self) -> dict[str, object]:
-        return {}
+        return {"algorithm": self.algorithm}
