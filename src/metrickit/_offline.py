@@ -64,7 +64,9 @@ def semihard_lift(rows: Tensor) -> tuple[float, float] | None:
     power of two ≥ 4·bound: a score plus ``lift`` is above every unlifted score and above
     ``bound``. None when the embeddings are too large (or not finite) for that.
     """
-    bound = 4 * float((rows * rows).sum(1).max()) if rows.shape[0] else 0.0
+    # the largest norm without an N×D temporary, squared in double precision (inf on overflow)
+    top = float(torch.linalg.vector_norm(rows, dim=1).max()) if rows.shape[0] else 0.0
+    bound = 4 * top * top
     if not math.isfinite(bound) or bound > 2.0**100:
         return None
     return math.ldexp(1.0, math.frexp(bound)[1] + 2), bound
