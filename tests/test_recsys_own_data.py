@@ -220,6 +220,38 @@ def test_default_learning_rate_scales_with_the_dimension(monkeypatch):
                     0.07, 0.07]
 
 
+def test_default_batch_size_gives_an_epoch_at_least_128_steps():
+    from metrickit.recsys.train import auto_batch_size
+
+    assert auto_batch_size(90_570) == 512  # ML-100K's train split
+    assert auto_batch_size(128 * 2048) == 2048
+    assert auto_batch_size(128 * 2048 - 1) == 1024
+    assert auto_batch_size(1_000_000) == 2048
+    assert auto_batch_size(10) == 256
+    assert auto_batch_size(np.int64(10), "autograd") == 2048
+    with pytest.raises(ValueError, match="n_interactions"):
+        auto_batch_size(0)
+    with pytest.raises(ValueError, match="engine"):
+        auto_batch_size(10, "auto")
+
+
+def test_fit_without_a_batch_size_uses_the_automatic_one():
+    from recsys_checks import random_interactions
+
+    data = random_interactions(60, 40, seed=3, max_per_user=20)
+    assert 256 < len(data) < 128 * 256  # auto: 256, one epoch is several batches
+
+    def weights(batch_size):
+        torch.manual_seed(0)
+        model = MatrixFactorization(data.n_users, data.n_items, dim=4)
+        fit(model, data, FitConfig(epochs=2, batch_size=batch_size, progress=False, threads=1))
+        return model.user_weight.detach().clone()
+
+    auto = weights(None)
+    assert torch.equal(auto, weights(256))
+    assert not torch.equal(auto, weights(2048))
+
+
 def test_benchmark_report_tables_every_cell(tmp_path):
     import json
 

@@ -106,7 +106,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="matrix factorisation, or LightFM-style feature towers (MovieLens) [mf]")
     add("--dim", type=int, default=10, help="embedding size [10, LightFM's default]")
     add("--epochs", type=int, default=d.epochs, help=f"[{d.epochs}]")
-    add("--batch-size", type=int, default=d.batch_size, help=f"[{d.batch_size}]")
+    add("--batch-size", type=int, default=d.batch_size,
+        help="[sparse engine: 2048, halved down to 256 while an epoch has < 128 steps; "
+             "autograd: 2048]")
     add("--lr", type=float, default=d.lr,
         help="learning rate [sparse engine 0.1·min(1, √(10/dim)); autograd: Adagrad "
              "0.3·min(1, 10/dim), Adam 0.01·min(1, 10/dim)]")

@@ -57,11 +57,12 @@ class FitConfig:
     gradient counts, only touched rows are updated); "autograd" runs the step under autograd with
     torch's optimizer on the batch-mean loss (every model, loss and optimizer); "auto"
     [default] is "sparse" where it applies. ``lr=None`` [default] is :func:`auto_lr` for the
-    engine and the model's dimension d (sparse: 0.1·min(1, √(10/d))). Batch 2048."""
+    engine and the model's dimension d (sparse: 0.1·min(1, √(10/d))); ``batch_size=None``
+    [default] is :func:`auto_batch_size` for the engine and the number of training rows."""
 
     loss: str = "warp"
     epochs: int = 10
-    batch_size: int = 2048
+    batch_size: int | None = None
     lr: float | None = None
     optimizer: str = "adagrad"
     l2: float = 0.0
@@ -92,7 +93,9 @@ class FitConfig:
         check_choice(self.sampler, "sampler", STRATEGIES)
         check_choice(self.engine, "engine", ENGINES)
         check_choice(self.softmax_negatives, "softmax_negatives", SOFTMAX_NEGATIVES)
-        for name in ("epochs", "batch_size", "n_negatives", "max_sampled", "kos_k", "kos_n",
+        if self.batch_size is not None:
+            self.batch_size = check_positive_int(self.batch_size, "batch_size")
+        for name in ("epochs", "n_negatives", "max_sampled", "kos_k", "kos_n",
                      "n_sampled"):
             setattr(self, name, check_positive_int(getattr(self, name), name))
         for name in ("lr", "l2", "margin", "alpha", "temperature"):
@@ -154,6 +157,26 @@ def auto_lr(optimizer: str, dim: int, engine: str = "autograd") -> float:
     if engine == "sparse":
         return 0.1 * min(1.0, (10 / d) ** 0.5)
     return (0.3 if optimizer == "adagrad" else 0.01) * min(1.0, 10 / d)
+
+
+def auto_batch_size(n_interactions: int, engine: str = "sparse") -> int:
+    """The default batch size for ``n_interactions`` training rows.
+
+    ``engine="autograd"``: 2048. The sparse engine: the largest of 2048, 1024, 512 and 256 that
+    still gives an epoch at least 128 steps (ML-100K: 512; ML-1M and larger: 2048). A batch's
+    rows are scored with the weights from before the batch, so with few steps per epoch a
+    popular item's updates within a step pile up unchecked. On MovieLens-100K (WARP, seed 0,
+    best P@10 over 30 epochs) batch 512 instead of 2048 gave 0.254 vs 0.248 at d = 32 (10
+    random test items per user) and 0.066 vs 0.065 at d = 10 (leave-last-5-out), at about
+    1.3× the epoch time."""
+    n = check_positive_int(n_interactions, "n_interactions")
+    check_choice(engine, "engine", ENGINES[1:])
+    size = 2048
+    if engine == "autograd":
+        return size
+    while size > 256 and n < 128 * size:
+        size //= 2
+    return size
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
@@ -230,6 +253,7 @@ def _fit(model: Recommender, train: Interactions, config: FitConfig,
     engine = resolve_engine(model, config)
     lr = config.lr if config.lr is not None else auto_lr(config.optimizer, model.dim, engine)
     update = _updater(model, sampler, config, engine, lr, log_q, generator)
+    batch = config.batch_size or auto_batch_size(len(train), engine)
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, Tensor]] | None = None
     for epoch in range(1, config.epochs + 1):
@@ -237,9 +261,9 @@ def _fit(model: Recommender, train: Interactions, config: FitConfig,
         start = time.perf_counter()
         order = torch.randperm(len(train), generator=generator, device=device)
         total = torch.zeros((), device=device)
-        batches = range(0, len(train), config.batch_size)
+        batches = range(0, len(train), batch)
         for lo in tqdm(batches, desc=f"epoch {epoch}", disable=not config.progress, leave=False):
-            idx = order[lo : lo + config.batch_size]
+            idx = order[lo : lo + batch]
             terms = update(users[idx], items[idx])
             total += terms.detach().sum()
         seconds = time.perf_counter() - start
