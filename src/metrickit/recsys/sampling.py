@@ -56,6 +56,7 @@ class NegativeSampler:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         self.strategy = strategy
+        self._rounds = _REDRAW_ROUNDS if strategy == "popularity" else 1
         self.exclude_positives = bool(exclude_positives)
         self.n_items = train.n_items
         self.device = torch.device(device)
@@ -107,6 +108,18 @@ class NegativeSampler:
             return self._n_neg[users]
         return torch.full_like(users, self.n_items)
 
+    def host_tables(self) -> dict:
+        """Numpy copies of the tables a compiled sampler needs (:mod:`.compiled`): ``indptr``
+        and ``positives`` (each user's sorted positives, CSR), ``pool`` (each user's
+        :meth:`n_negatives`), ``weights`` (popularity^alpha; None for uniform) and ``rounds``
+        (redraws of a draw that hits a positive before its exact uniform replacement)."""
+        every = torch.arange(self._degree.shape[0], device=self.device)
+        host = lambda t: t.cpu().numpy()  # noqa: E731
+        return {"indptr": host(self._indptr), "positives": host(self._pos_items),
+                "pool": host(self.n_negatives(every)),
+                "weights": host(self._weights) if self.strategy == "popularity" else None,
+                "rounds": self._rounds}
+
     def _exact_uniform(self, users: Tensor, generator: torch.Generator | None) -> Tensor:
         n_neg = self._n_neg[users]
         u = torch.rand(users.shape, generator=generator, device=self.device, dtype=torch.float64)
@@ -122,7 +135,7 @@ class NegativeSampler:
         then replace those left by exact uniform negatives. On the host only the draws that hit
         a positive are redrawn; on accelerators whole tensors are, so that no data-dependent
         sync happens."""
-        rounds = _REDRAW_ROUNDS if self.strategy == "popularity" else 1
+        rounds = self._rounds
         if self.device.type != "cpu":
             for _ in range(rounds if self.strategy == "popularity" else 0):
                 items = torch.where(self.is_positive(users, items), draw(items.shape), items)

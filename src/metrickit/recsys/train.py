@@ -24,6 +24,7 @@ terms with closed-form gradients and a row-wise Adagrad instead of autograd.
 
 from __future__ import annotations
 
+import importlib.util
 import numbers
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -44,7 +45,7 @@ from .steps import SOFTMAX_NEGATIVES, pair_step, softmax_step, warp_kos_step, wa
 
 LOSSES = ("warp", "warp_kos", "bpr", "pairwise_hinge", "sampled_softmax")
 OPTIMIZERS = ("adagrad", "adam")
-ENGINES = ("auto", "autograd", "sparse")
+ENGINES = ("auto", "autograd", "sparse", "numba")
 
 
 @dataclass
@@ -54,11 +55,14 @@ class FitConfig:
     ``engine``: "sparse" trains a :class:`~.models.MatrixFactorization` with Adagrad on a
     pairwise loss (warp, warp_kos, bpr, pairwise_hinge) by closed-form gradients and LightFM's
     row-wise Adagrad (:mod:`.sparse`; accumulators start at 1, every interaction's squared
-    gradient counts, only touched rows are updated); "autograd" runs the step under autograd with
-    torch's optimizer on the batch-mean loss (every model, loss and optimizer); "auto"
-    [default] is "sparse" where it applies. ``lr=None`` [default] is :func:`auto_lr` for the
-    engine and the model's dimension d (sparse: 0.1·min(1, √(10/d))); ``batch_size=None``
-    [default] is :func:`auto_batch_size` for the engine and the number of training rows."""
+    gradient counts, only touched rows are updated); "numba" is the same algorithm as one
+    compiled loop per batch (:mod:`.compiled`; needs the ``numba`` package, a model on the CPU;
+    its own random stream, one thread); "autograd" runs the step under autograd with torch's
+    optimizer on the batch-mean loss (every model, loss and optimizer); "auto" [default] is
+    "numba" where it applies and numba is installed, else "sparse" where it applies, else
+    "autograd". ``lr=None`` [default] is :func:`auto_lr` for the engine and the model's
+    dimension d (sparse, numba: 0.1·min(1, √(10/d))); ``batch_size=None`` [default] is
+    :func:`auto_batch_size` for the engine and the number of training rows."""
 
     loss: str = "warp"
     epochs: int = 10
@@ -154,7 +158,7 @@ def auto_lr(optimizer: str, dim: int, engine: str = "autograd") -> float:
     check_choice(optimizer, "optimizer", OPTIMIZERS)
     check_choice(engine, "engine", ENGINES[1:])
     d = check_positive_int(dim, "dim")
-    if engine == "sparse":
+    if engine in ("sparse", "numba"):
         return 0.1 * min(1.0, (10 / d) ** 0.5)
     return (0.3 if optimizer == "adagrad" else 0.01) * min(1.0, 10 / d)
 
@@ -285,19 +289,33 @@ def _fit(model: Recommender, train: Interactions, config: FitConfig,
     return history
 
 
+def numba_installed() -> bool:
+    """Whether the optional ``numba`` package (the "numba" engine) can be imported."""
+    return importlib.util.find_spec("numba") is not None
+
+
 def resolve_engine(model: Recommender, config: FitConfig) -> str:
-    """The engine ``config.engine`` names; "auto" is "sparse" where it applies
-    (:class:`~.models.MatrixFactorization`, Adagrad, a loss of ``SPARSE_LOSSES``), else
-    "autograd"."""
+    """The engine ``config.engine`` names; "auto" is "numba" where the sparse engine applies
+    (:class:`~.models.MatrixFactorization`, Adagrad, a loss of ``SPARSE_LOSSES``), the model is
+    on the CPU and numba is installed, "sparse" where it applies otherwise, else "autograd"."""
     fits = (isinstance(model, MatrixFactorization) and config.optimizer == "adagrad"
             and config.loss in SPARSE_LOSSES)
-    if config.engine == "sparse" and not fits:
+    if config.engine in ("sparse", "numba") and not fits:
         raise ValueError(
-            f"engine='sparse' needs a MatrixFactorization, optimizer='adagrad' and a loss in "
-            f"{SPARSE_LOSSES}; got {type(model).__name__}, {config.optimizer!r}, "
+            f"engine={config.engine!r} needs a MatrixFactorization, optimizer='adagrad' and a "
+            f"loss in {SPARSE_LOSSES}; got {type(model).__name__}, {config.optimizer!r}, "
             f"{config.loss!r} (use engine='autograd')"
         )
+    on_cpu = fits and model.user_weight.device.type == "cpu"
+    if config.engine == "numba" and not on_cpu:
+        raise ValueError(f"engine='numba' trains a model on the CPU, got one on "
+                         f"{model.user_weight.device} (use engine='sparse')")
+    if config.engine == "numba" and not numba_installed():
+        raise ValueError("engine='numba' needs the numba package: pip install "
+                         "'metrickit[recsys]' (or use engine='sparse')")
     if config.engine == "auto":
+        if on_cpu and numba_installed():
+            return "numba"
         return "sparse" if fits else "autograd"
     return config.engine
 
@@ -306,6 +324,17 @@ def _updater(model: Recommender, sampler: NegativeSampler, config: FitConfig, en
              lr: float, log_q: Tensor, generator: torch.Generator | None,
              ) -> Callable[[Tensor, Tensor], Tensor]:
     """A function that trains on one batch (users, items) and returns its [B] loss terms."""
+    if engine == "numba":
+        from .compiled import CompiledStep
+
+        assert isinstance(model, MatrixFactorization)
+        step = CompiledStep(model, sampler, config, lr)
+
+        def compiled_update(u: Tensor, i: Tensor) -> Tensor:
+            seed = int(torch.randint(0, 2**62, (), generator=generator))
+            return step(u, i, seed)
+
+        return compiled_update
     if engine == "sparse":
         assert isinstance(model, MatrixFactorization)
         user_opt = RowAdagrad(model.user_weight, lr)
