@@ -54,7 +54,7 @@ def _stream(seed, row, which):
 def _uniform(state):
     """(next state, a float64 uniform in [0, 1)) of a splitmix64 stream."""
     state = state + np.uint64(0x9E3779B97F4A7C15)
-    return state, (_mix(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return state, np.int64(_mix(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
 @_jit
@@ -115,12 +115,12 @@ def _negative(state, u, n_items, indptr, pos, bits, cdf, rounds):
 
 
 @_fast
-def _score(pu, q, d, bias):
-    """⟨p_u, q_j⟩ + b_j (the user bias cancels in every pairwise term)."""
+def _score(pu, V, j, d, bias):
+    """⟨p_u, q_j⟩ + b_j of row j of V (the user bias cancels in every pairwise term)."""
     s = 0.0
     for c in range(d):
-        s += pu[c] * q[c]
-    return s + q[d] if bias else s
+        s += pu[c] * V[j, c]
+    return s + V[j, d] if bias else s
 
 
 @_jit
@@ -133,7 +133,7 @@ def _kos_positive(state, pu, V, u, d, bias, indptr, pos, kos_k, drawn, s):
     for t in range(kos_n):
         state, off = _below(state, deg)
         drawn[t] = pos[lo + off]
-        s[t] = _score(pu, V[drawn[t]], d, bias)
+        s[t] = _score(pu, V, drawn[t], d, bias)
     want = min(m, kos_k) - 1
     for a in range(m):
         rank = 0
@@ -171,16 +171,16 @@ def _batch(U, V, acc_u, acc_v, users, items, seed, kind, lr, l2, margin, n_neg, 
         if kind == 1:
             i = _kos_positive(_stream(seed, b, _POS), pu, V, u, d, bias, indptr, pos, kos_k,
                               drawn, s_kos)
-        s_i = _score(pu, V[i], d, bias)
+        s_i = _score(pu, V, i, d, bias)
         rows[b, 0] = i
-        coef[:] = 0.0
-        reg[:] = 0.0
+        for k in range(width):
+            coef[k], reg[k] = 0.0, 0.0
         reg[0] = 1.0
         if kind < 2:  # WARP: the first of max_sampled draws with s_uj > s_ui − m
             terms[b] = 0.0
             for t in range(max_sampled):
                 st, j = _negative(st, u, n_items, indptr, pos, bits, cdf, rounds)
-                s_j = _score(pu, V[j], d, bias)
+                s_j = _score(pu, V, j, d, bias)
                 if s_j > s_i - margin:
                     w = harmonic[max(pool[u] // (t + 1), 1)]
                     terms[b] = w * max(margin - s_i + s_j, 0.0)
@@ -191,7 +191,7 @@ def _batch(U, V, acc_u, acc_v, users, items, seed, kind, lr, l2, margin, n_neg, 
             total = 0.0
             for t in range(n_neg):
                 st, j = _negative(st, u, n_items, indptr, pos, bits, cdf, rounds)
-                diff = _score(pu, V[j], d, bias) - s_i
+                diff = _score(pu, V, j, d, bias) - s_i
                 if kind == 2:
                     total += diff if diff > 20.0 else math.log1p(math.exp(diff))
                     slope = 1.0 / (1.0 + math.exp(-diff))
@@ -210,10 +210,9 @@ def _batch(U, V, acc_u, acc_v, users, items, seed, kind, lr, l2, margin, n_neg, 
             j = rows[b, k]
             if j < 0:
                 continue
-            q = V[j]
             for c in range(d):
-                gu[b, c] += coef[k] * q[c]
-                gq[b, k, c] = coef[k] * pu[c] + 2.0 * l2 * reg[k] * q[c]
+                gu[b, c] += coef[k] * V[j, c]
+                gq[b, k, c] = coef[k] * pu[c] + 2.0 * l2 * reg[k] * V[j, c]
             if bias:
                 gu[b, d] += coef[k]
                 gq[b, k, d] = coef[k]
