@@ -147,15 +147,15 @@ def _kos_positive(state, pu, V, u, d, bias, indptr, pos, kos_k, drawn, s):
 
 @_fast
 def _batch(U, V, acc_u, acc_v, users, items, seed, kind, lr, l2, margin, n_neg, max_sampled,
-           kos_k, kos_n, bias, indptr, pos, bits, cdf, rounds, pool, harmonic, terms):
+           kos_k, kos_n, bias, indptr, pos, bits, cdf, rounds, pool, harmonic, terms, rows, gu,
+           gq):
     """One batch: pass 1 scores and differentiates every row at the batch-start tables, pass 2
-    adds the squared gradients to the accumulators, pass 3 moves the rows."""
+    adds the squared gradients to the accumulators, pass 3 moves the rows. ``rows`` [≥B, K],
+    ``gu`` [≥B, C], ``gq`` [≥B, K, C] are scratch (each row's item rows, -1: none, and
+    gradients), reused across batches."""
     n, d = users.shape[0], U.shape[1] - bias
     n_items = V.shape[0]
     width = 2 if kind < 2 else 1 + n_neg
-    rows = np.full((n, width), -1, np.int64)  # item rows per batch row (-1: no update)
-    gu = np.zeros((n, U.shape[1]), U.dtype)
-    gq = np.zeros((n, width, U.shape[1]), U.dtype)
     coef = np.zeros(width)
     reg = np.zeros(width)
     pu = np.empty(U.shape[1])
@@ -168,6 +168,8 @@ def _batch(U, V, acc_u, acc_v, users, items, seed, kind, lr, l2, margin, n_neg, 
             pu[d] = 1.0
         st = _stream(seed, b, _NEG)
         i = items[b]
+        for k in range(width):
+            rows[b, k] = -1
         if kind == 1:
             i = _kos_positive(_stream(seed, b, _POS), pu, V, u, d, bias, indptr, pos, kos_k,
                               drawn, s_kos)
@@ -206,6 +208,8 @@ def _batch(U, V, acc_u, acc_v, users, items, seed, kind, lr, l2, margin, n_neg, 
         if l2 == 0.0 and rows[b, 1] < 0:  # no violator: nothing moves
             rows[b, 0] = -1
             continue
+        for c in range(U.shape[1]):
+            gu[b, c] = 0.0
         for k in range(width):
             j = rows[b, k]
             if j < 0:
@@ -315,6 +319,17 @@ class CompiledStep:
         n_max = int(self.arrays.pool.max(initial=1))
         self.harmonic = warp_rank_weight(
             torch.arange(n_max + 1, dtype=model.user_weight.dtype)).numpy()
+        self._scratch: tuple[np.ndarray, ...] = ()
+
+    def _buffers(self, n: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+        """Scratch arrays for a batch of n rows (grown, never shrunk)."""
+        c = self.config
+        width = 2 if KINDS[c.loss] < 2 else 1 + c.n_negatives
+        if not self._scratch or self._scratch[0].shape[0] < n:
+            cols = self.model.user_weight.shape[1]
+            self._scratch = (np.empty((n, width), np.int64), np.empty((n, cols), dtype),
+                             np.empty((n, width, cols), dtype))
+        return self._scratch
 
     def __call__(self, users: Tensor, items: Tensor, seed: int) -> Tensor:
         c, a, m = self.config, self.arrays, self.model
@@ -324,7 +339,7 @@ class CompiledStep:
                users.long().numpy(), items.long().numpy(), seed, KINDS[c.loss], self.lr,
                float(c.l2), float(c.margin), c.n_negatives, c.max_sampled, c.kos_k, c.kos_n,
                int(m.bias), a.indptr, a.pos, a.bits, a.cdf, a.rounds, a.pool, self.harmonic,
-               terms)
+               terms, *self._buffers(users.shape[0], table_u.dtype))
         return torch.from_numpy(terms)
 
     def state_dict(self) -> dict[str, Tensor]:
