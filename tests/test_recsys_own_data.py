@@ -203,6 +203,7 @@ def test_default_learning_rate_scales_with_the_dimension(monkeypatch):
     assert auto_lr("adam", 32) == pytest.approx(0.01 * 10 / 32)
     assert auto_lr("adagrad", 4, "sparse") == pytest.approx(0.1)
     assert auto_lr("adagrad", 40, "sparse") == pytest.approx(0.05)
+    assert auto_lr("adagrad", 40, "numba") == auto_lr("adagrad", 40, "sparse")
     used = []
     real = train_module.make_optimizer
     monkeypatch.setattr(train_module, "make_optimizer",
@@ -213,8 +214,8 @@ def test_default_learning_rate_scales_with_the_dimension(monkeypatch):
     data = from_arrays([0, 1, 1, 2], [0, 0, 1, 2])
     for cfg in (FitConfig(epochs=1, progress=False, threads=1, engine="autograd"),
                 FitConfig(epochs=1, progress=False, threads=1, lr=0.05, engine="autograd"),
-                FitConfig(epochs=1, progress=False, threads=1),  # auto: sparse, 2 tables
-                FitConfig(epochs=1, progress=False, threads=1, lr=0.07)):
+                FitConfig(epochs=1, progress=False, threads=1, engine="sparse"),  # 2 tables
+                FitConfig(epochs=1, progress=False, threads=1, lr=0.07, engine="sparse")):
         fit(MatrixFactorization(3, 3, dim=40), data, cfg)
     assert used == [pytest.approx(0.075), 0.05, pytest.approx(0.05), pytest.approx(0.05),
                     0.07, 0.07]
