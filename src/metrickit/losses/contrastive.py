@@ -140,7 +140,12 @@ def _blockwise_sum(
         r = x if same else unit_rows(r)
     rows, cols, ptr = _same_label_pairs(call.labels.long(), call.refs.labels.long())
     b, m, offset = x.shape[0], r.shape[0], call.refs.offset
-    count = b * m if offset is None else sum(max(0, m - offset - i - 1) for i in range(b))
+    if offset is None:
+        count = b * m
+    else:  # row i pairs with the reference columns after offset + i: Σ_i max(0, c − i)
+        c = m - offset - 1
+        t = min(b, max(0, c))
+        count = t * c - t * (t - 1) // 2
     total = _ContrastiveSum.apply(x, r, rows, cols, ptr, offset, margin, distance)
     return total, count
 
