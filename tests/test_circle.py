@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
@@ -34,3 +36,25 @@ def test_equals_pml(dtype, tol):
 def test_defaults_are_the_papers():
     loss = mk.losses.CircleLoss()
     assert (loss.m, loss.gamma) == (0.25, 256.0)
+
+
+@pytest.mark.parametrize("m, gamma", [(0.5, 256.0), (0.9, 64.0), (0.0, 16.0), (-0.2, 8.0)])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_margins_and_scales_match_reference(m, gamma, reduction):
+    # γm² > 30 takes the extra pass for each row's exact shift; m ≤ 0 clamps at −m ≥ 0
+    case = dataclasses.replace(CASE, hyper=dict(m=m, gamma=gamma))
+    checks.reference_values_and_grads(case, [0, 0, 1, 1, 1, 2, 2, 3, 0, 2, 4], reduction)
+
+
+def test_large_gamma_m_squared_keeps_float32_negatives():
+    # every negative at s = 0 has z_n = −γm² ≈ −207, below float32's exp range: the row's shift
+    # must be its exact largest z_n (with a bound from the largest t alone, e^{z_n − shift}
+    # underflows to 0 and the anchors would count as having no negative)
+    eye = torch.eye(3, dtype=torch.float64)
+    x = torch.stack([eye[0], -eye[0], eye[1], -eye[1], eye[2], -eye[2]])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    want = pair_reference.circle(x, labels, m=0.9, gamma=256.0)
+    want = torch.stack(want[0])
+    got = mk.F.circle_loss(x.float(), labels, m=0.9, gamma=256.0, reduction="none")
+    assert float(want.min()) > 100
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)

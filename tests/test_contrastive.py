@@ -110,3 +110,43 @@ def test_bad_shapes_name_the_argument():
         mk.F.batch_contrastive_loss(torch.tensor([[float("nan"), 0.0]]), torch.tensor([0]))
     with pytest.raises(TypeError, match="labels must be an integer"):
         mk.F.batch_contrastive_loss(torch.randn(2, 2), torch.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "squared_euclidean", "cosine", "dot"])
+def test_blockwise_sum_equals_the_dense_pairs_for_any_block(distance, monkeypatch):
+    """reduction="sum" runs the blockwise closed form (only the columns past each block's
+    offset); "none" lists the pairs densely: equal values and float64 gradients, for blocks of
+    every size, against itself, with a reference offset and without one, and without grad."""
+    from metrickit.losses import _pair_rows
+
+    g = torch.Generator().manual_seed(4)
+    labels = torch.tensor([0, 1, 0, 2, 1, 1, 3, 0, 2])
+    x = torch.randn(9, 5, dtype=torch.float64, generator=g) * 0.5
+    memory = torch.randn(6, 5, dtype=torch.float64, generator=g) * 0.5
+    mem_labels = torch.tensor([1, 0, 3, 2, 0, 4])
+    calls = {
+        "batch": {},
+        "offset": dict(ref_embeddings=torch.cat([memory[:2], x, memory[2:]]),
+                       ref_labels=torch.cat([mem_labels[:2], labels, mem_labels[2:]]),
+                       ref_offset=2),
+        "no offset": dict(ref_embeddings=memory, ref_labels=mem_labels, ref_offset=None),
+    }
+    for case, kw in calls.items():
+        leaf = x.clone().requires_grad_(True)
+        dense = mk.F.batch_contrastive_loss(leaf, labels, margin=1.2, distance=distance,
+                                            reduction="none", **kw).sum()
+        (want,) = torch.autograd.grad(dense, leaf)
+        for elements in (1 << 20, 1, 10, 25):  # one block; one row; 1-2 rows; 2-3 rows
+            monkeypatch.setattr(_pair_rows, "ROW_BLOCK_ELEMENTS", elements)
+            monkeypatch.setattr(mk.losses.contrastive, "ROW_BLOCK_ELEMENTS", elements)
+            leaf = x.clone().requires_grad_(True)
+            got = mk.F.batch_contrastive_loss(leaf, labels, margin=1.2, distance=distance,
+                                              reduction="sum", **kw)
+            (grad,) = torch.autograd.grad(got, leaf)
+            torch.testing.assert_close(got, dense.detach(), rtol=1e-12, atol=1e-12, msg=case)
+            torch.testing.assert_close(grad, want, rtol=1e-10, atol=1e-12, msg=case)
+            with torch.no_grad():
+                plain = mk.F.batch_contrastive_loss(x, labels, margin=1.2, distance=distance,
+                                                    reduction="sum", **kw)
+            torch.testing.assert_close(plain, dense.detach(), rtol=1e-12, atol=1e-12, msg=case)
+        assert want.abs().sum() > 0, case

@@ -83,7 +83,11 @@ class CosinePairs(NamedTuple):
 class RowBlock(NamedTuple):
     """One block of anchor rows: ``rows`` (the slice), the positive pairs (``pos_r`` local row,
     ``pos_c`` column), the same-label pairs (``same_r``, ``same_c``) and the block of
-    :attr:`CosinePairs.mined_out`."""
+    :attr:`CosinePairs.mined_out`. From :func:`row_loss`: ``work``, a scratch block the shape of
+    S's (the same memory for every block, so no block allocates one), and, when a gradient is
+    wanted, ``scale`` [rows]: a loss may write there a factor c_i per row, and then leaves
+    dℓ_i/dS_ij / c_i in S instead of dℓ_i/dS_ij (the factor is applied to the [B, D] sides of
+    the backward products, not to the block: a pass fewer; initially 1)."""
 
     rows: slice
     pos_r: Tensor
@@ -91,6 +95,8 @@ class RowBlock(NamedTuple):
     same_r: Tensor
     same_c: Tensor
     mined_out: Tensor | None
+    work: Tensor | None = None
+    scale: Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -210,7 +216,8 @@ RowFn = Callable[[Tensor, RowBlock, Tensor | None, bool, Tensor | None],
                  tuple[Tensor, Tensor | None]]
 
 
-def _blocks(pairs: CosinePairs, step: int):
+def _blocks(pairs: CosinePairs, step: int, work: Tensor | None = None,
+            scale: Tensor | None = None):
     b = pairs.anchors.shape[0]
     for start in range(0, b, step):
         stop = min(start + step, b)
@@ -221,6 +228,8 @@ def _blocks(pairs: CosinePairs, step: int):
             pairs.pos_rows[pa:pz] - start, pairs.pos_cols[pa:pz],
             pairs.same_rows[a:z] - start, pairs.same_cols[a:z],
             None if pairs.mined_out is None else pairs.mined_out[start:stop],
+            None if work is None else work[: stop - start],
+            None if scale is None else scale[start:stop],
         )
 
 
@@ -232,10 +241,12 @@ class _RowLoss(torch.autograd.Function):
         want = any(ctx.needs_input_grad[:3])
         jac = x.new_empty(b if want else 0, m)
         jac_params = None if params is None else torch.zeros_like(params)
+        scale = x.new_ones(b) if want else None
         step = max(1, ROW_BLOCK_ELEMENTS // max(m, 1))
         scratch = None if want else x.new_empty(min(step, b), m)
+        work = x.new_empty(min(step, b), m)
         aux_blocks: list[Tensor] = []
-        for block in _blocks(pairs, step) if m else ():
+        for block in _blocks(pairs, step, work, scale) if m else ():
             rows = block.rows
             s = jac[rows] if want else scratch[: block.size]
             torch.mm(x[rows], r.T, out=s)
@@ -247,15 +258,15 @@ class _RowLoss(torch.autograd.Function):
                 aux_blocks.append(aux)
         aux_all = torch.cat(aux_blocks) if aux_blocks else x.new_zeros(b, aux_width)
         ctx.mark_non_differentiable(aux_all)
-        ctx.save_for_backward(x, r, jac, jac_params)
+        ctx.save_for_backward(x, r, jac, jac_params, scale)
         return out, aux_all
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, _grad_aux):  # type: ignore[override]
-        x, r, jac, jac_params = ctx.saved_tensors
-        # G = J·diag(grad_out) never formed: scale the [B, D] / [B, 1] sides instead
-        go = grad_out[:, None]
+        x, r, jac, jac_params, scale = ctx.saved_tensors
+        # G = diag(grad_out · scale)·J never formed: scale the [B, D] sides instead
+        go = (grad_out * scale)[:, None]
         dx = (jac @ r).mul_(go) if ctx.needs_input_grad[0] else None
         dr = jac.T @ (x * go) if ctx.needs_input_grad[1] else None
         dp = None

@@ -11,6 +11,10 @@ from .._validation import check_positive, check_real, check_reduction, reduce
 from ._pair_rows import PairRowsLoss, cosine_pairs, row_loss, row_sum, softplus
 from ._registry import register_loss
 
+# Largest γm² for which a row's exponents are shifted by their bound from the largest t alone
+# (e^{−30} ≈ 1e-13: no term that matters underflows, even in float32)
+_SHIFT_SLACK = 30.0
+
 
 def circle_loss(
     embeddings: Tensor,
@@ -44,21 +48,32 @@ def circle_loss(
     check_reduction(reduction)
     pairs = cosine_pairs(embeddings, labels, indices_tuple, ref_embeddings, ref_labels, ref_offset)
 
+    # the exponents z_n = γ(t² − m²) of a row lie in [−γm², ...]; without the extra pass for
+    # the smallest t the row's shift may sit up to γm² above its largest z_n (fine while
+    # e^{−γm²} is far from underflow)
+    exact_shift = gamma * m * m > _SHIFT_SLACK
+
     def terms(s, block, _params, want, _grad_params):
         b = s.shape[0]
         r, c = block.pos_r, block.pos_c
         sp = s[r, c]
-        # negatives (dense): z_n = γ α_n (s_n − m), α_n = [s_n + m]₊ a constant
-        slope_n = (s + m).clamp_min_(0).mul_(gamma)
-        z_n = block.drop_non_negatives(s.sub_(m).mul_(slope_n), float("-inf"))
-        top_n = z_n.amax(1)
-        has_n = torch.isfinite(top_n)
-        top_n = torch.where(has_n, top_n, 0.0)
-        e = z_n.sub_(top_n[:, None]).exp_()
+        # negatives (dense, 7 passes): α_n = [s_n + m]₊ is a constant, so with t = max(s_n, −m)
+        # z_n = γ α_n (s_n − m) = γ (t² − m²) and dz_n/ds_n = γ α_n = γ (t + m). The columns
+        # that are not negatives get t = 0 (z = −γm², no row's largest) and e = 0.
+        t = block.drop_non_negatives(s.clamp_min_(-m), 0.0)
+        top_t = t.amax(1)
+        if exact_shift:
+            peak = torch.maximum(top_t.square(), t.amin(1).square())
+        else:
+            peak = top_t.clamp_min(abs(m)).square()
+        top_n = gamma * (peak - m * m)  # ≥ every z_n of the row, and = the largest when exact
+        e = torch.addcmul((-gamma * m * m - top_n)[:, None], t, t, value=gamma, out=block.work)
+        e = block.drop_non_negatives(e.exp_(), 0.0)
         total_n = e.sum(1)
+        has_n = total_n > 0
         # positives (sparse): z_p = −γ α_p (s_p − 1 + m), α_p = [1 + m − s_p]₊ a constant
-        slope_p = -gamma * (1 + m - sp).clamp_min(0)
-        z_p = slope_p * (sp - 1 + m)
+        alpha_p = (1 + m - sp).clamp_min(0)
+        z_p = -gamma * alpha_p * (sp - 1 + m)
         top_p = s.new_full((b,), float("-inf")).scatter_reduce_(0, r, z_p, "amax")
         has_p = torch.isfinite(top_p)
         top_p = torch.where(has_p, top_p, 0.0)
@@ -68,10 +83,14 @@ def circle_loss(
         joint = top_p + top_n + (total_p * total_n).clamp_min(1e-300).log()
         loss = torch.where(valid, softplus(joint), 0.0)
         if want:
+            # dℓ/dS = σ(joint)·γ/total_n · α_n e_n on a negative: the row factor goes to
+            # block.scale, α_n e_n stays in S, and each positive's −σ·γ α_p w_p/total_p is
+            # divided by the row factor (σ cancels: exact even where it underflows)
             weight = torch.where(valid, torch.sigmoid(joint), 0.0)
-            coef = weight / torch.where(valid, total_n, 1.0)
-            e.mul_(slope_n.mul_(coef[:, None]))
-            e[r, c] = (weight / torch.where(valid, total_p, 1.0))[r] * w * slope_p
+            block.scale.copy_(weight * gamma / torch.where(valid, total_n, 1.0))
+            t.add_(m).mul_(e)
+            ratio = torch.where(valid, total_n / torch.where(valid, total_p, 1.0), 0.0)
+            t[r, c] = -ratio[r] * w * alpha_p
         return loss, valid[:, None].to(s.dtype)
 
     loss, valid = row_loss(pairs, terms, aux_width=1)

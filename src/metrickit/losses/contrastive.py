@@ -105,7 +105,9 @@ def batch_contrastive_loss(
 
     With ``reduction`` "mean" or "sum" and no ``indices_tuple`` the sum is computed one block of
     rows at a time with its closed-form gradient (three B×M×D matrix products, O(B·M) memory
-    and no [B, M] autograd graph); ``"none"`` and mined pairs use the dense per-pair form.
+    and no [B, M] autograd graph; with an offset each block only from the columns its pairs can
+    reach, so against itself about half of those products and of that memory); ``"none"`` and
+    mined pairs use the dense per-pair form.
 
     Paper: Hadsell, Chopra & LeCun, CVPR 2006. Defaults: margin=1.0, Euclidean distance.
     """
@@ -153,10 +155,12 @@ def _blockwise_sum(
 class _ContrastiveSum(torch.autograd.Function):
     """Σ over the pairs (i, j) (j > offset + i, or all with offset None) of the contrastive term,
     from blocks of rows of the base matrix (x rᵀ for cosine/dot, squared distances for the
-    Euclidean ones). Every pair is first scored as a negative, then the few same-label pairs
-    (from the sorted labels) are rescored as positives. With a gradient wanted each block is
-    overwritten by dℓ/d(base), a block of one [B, M] matrix J, and the backward pass is two
-    matrix products; no [B, M] autograd graph."""
+    Euclidean ones). With an offset, a block of rows i ∈ [a, z) is computed only from column
+    offset + a + 1 on (the columns before pair with none of its rows), so against itself about
+    half of B×B is computed, forward and backward. Every pair is first scored as a negative,
+    then the few same-label pairs (from the sorted labels) are rescored as positives. With a
+    gradient wanted each block is overwritten by dℓ/d(base) (its part of one [B, M] matrix J)
+    and the backward pass is two matrix products per block; no [B, M] autograd graph."""
 
     @staticmethod
     def forward(ctx, x, r, rows, cols, ptr, offset, margin, distance):  # type: ignore[override]
@@ -165,78 +169,90 @@ class _ContrastiveSum(torch.autograd.Function):
         euclid = distance in ("euclidean", "squared_euclidean")
         x_sq = (x * x).sum(1) if euclid else None
         r_sq = (x_sq if r is x else (r * r).sum(1)) if euclid else None
-        jac = x.new_empty(b if want else 0, m)
         step = max(1, ROW_BLOCK_ELEMENTS // max(m, 1))
-        scratch = None if want else x.new_empty(min(step, b), m)
+        work = x.new_empty(2 * min(step, b) * m)  # one block's hinge (and base, without grad)
+        blocks, layout = [], []
         total = x.new_zeros(())
         for start in range(0, b if m else 0, step):
             stop = min(start + step, b)
-            s = jac[start:stop] if want else scratch[: stop - start]
+            first = 0 if offset is None else min(m, offset + start + 1)
+            if first == m:  # every later row's pairs lie past the last column too
+                break
+            n, width = stop - start, m - first
+            s = x.new_empty(n, width) if want else work[n * width : 2 * n * width].view(n, width)
             if euclid:
-                torch.addmm(r_sq[None, :], x[start:stop], r.T, alpha=-2, out=s)
+                torch.addmm(r_sq[None, first:], x[start:stop], r[first:].T, alpha=-2, out=s)
                 s.add_(x_sq[start:stop, None]).clamp_min_(0)
             else:
-                torch.mm(x[start:stop], r.T, out=s)
+                torch.mm(x[start:stop], r[first:].T, out=s)
             pr, pc = rows[ptr[start]:ptr[stop]] - start, cols[ptr[start]:ptr[stop]]
-            keep = None if offset is None else pc > pr + start + offset
-            base = s[pr, pc] if keep is None else s[pr[keep], pc[keep]]
-            h = _negative_hinge(s, margin, distance)
+            if offset is not None:  # the pairs of the block's columns: j > offset + i
+                keep = pc >= pr + first
+                pr, pc = pr[keep], pc[keep]
+            pc = pc - first
+            base = s[pr, pc]
+            h = _negative_hinge(s, margin, distance, work[: n * width].view(n, width))
             h[pr, pc] = 0
-            if offset is not None:
-                _drop_lower(h, offset + start)
+            if offset is not None:  # row l pairs with the block's columns l, l + 1, ...
+                _drop_lower(h)
             total += torch.dot(h.view(-1), h.view(-1)) / 2 + _positive_term(base, distance).sum()
             if want:
                 _negative_grad(s, h, distance)
-                s[pr, pc] = 0
-                if keep is None:
-                    s[pr, pc] = _positive_grad(base, distance)
-                else:
-                    s[pr[keep], pc[keep]] = _positive_grad(base, distance)
-        ctx.euclid = euclid
-        ctx.save_for_backward(x, r, jac)
+                s[pr, pc] = _positive_grad(base, distance)
+                blocks.append(s)
+                layout.append((start, stop, first))
+        ctx.euclid, ctx.layout = euclid, layout
+        ctx.save_for_backward(x, r, *blocks)
         return total
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
-        x, r, jac = ctx.saved_tensors
+        x, r, *blocks = ctx.saved_tensors
+        # Euclidean base ‖x_i‖² + ‖r_j‖² − 2 x_i·r_j: a column of ones gives the row sums of J
+        # (and of Jᵀ) in the same products as J r (Jᵀ x)
+        x1, r1 = x, r
+        if ctx.euclid:
+            x1 = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
+            r1 = torch.cat([r, r.new_ones(r.shape[0], 1)], 1)
+        jr = x1.new_zeros(x1.shape) if ctx.needs_input_grad[0] else None  # J [r, 1]
+        jx = r1.new_zeros(r1.shape) if ctx.needs_input_grad[1] else None  # Jᵀ [x, 1]
+        for (start, stop, first), jac in zip(ctx.layout, blocks, strict=True):
+            if jr is not None:
+                torch.mm(jac, r1[first:], out=jr[start:stop])
+            if jx is not None:
+                jx[first:].addmm_(jac.T, x1[start:stop])
         dx = dr = None
         if not ctx.euclid:  # base x rᵀ
-            dx = (jac @ r).mul_(grad) if ctx.needs_input_grad[0] else None
-            dr = (jac.T @ x).mul_(grad) if ctx.needs_input_grad[1] else None
-            return dx, dr, None, None, None, None, None, None
-        # base ‖x_i‖² + ‖r_j‖² − 2 x_i·r_j: one product with a column of ones gives J r and the
-        # row sums of J together
-        if ctx.needs_input_grad[0]:
-            jr = jac @ torch.cat([r, r.new_ones(r.shape[0], 1)], 1)
-            dx = (x * jr[:, -1:]).sub_(jr[:, :-1]).mul_(2 * grad)
-        if ctx.needs_input_grad[1]:
-            jx = jac.T @ torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
-            dr = (r * jx[:, -1:]).sub_(jx[:, :-1]).mul_(2 * grad)
+            dx = None if jr is None else jr.mul_(grad)
+            dr = None if jx is None else jx.mul_(grad)
+        else:
+            if jr is not None:
+                dx = (x * jr[:, -1:]).sub_(jr[:, :-1]).mul_(2 * grad)
+            if jx is not None:
+                dr = (r * jx[:, -1:]).sub_(jx[:, :-1]).mul_(2 * grad)
         return dx, dr, None, None, None, None, None, None
 
 
-def _negative_hinge(s: Tensor, margin: float, distance: str) -> Tensor:
-    """± max(m − d, 0) of a block of the base matrix (a new tensor; only its square counts).
-    Euclidean: min(d, m) − m, with ``s`` overwritten by d (its square root)."""
+def _negative_hinge(s: Tensor, margin: float, distance: str, out: Tensor) -> Tensor:
+    """± max(m − d, 0) of a block of the base matrix, written into ``out`` (only its square
+    counts). Euclidean: min(d, m) − m, with ``s`` overwritten by d (its square root)."""
     if distance == "euclidean":
-        return torch.clamp_max(s.sqrt_(), margin).sub_(margin)
+        return torch.clamp_max(s.sqrt_(), margin, out=out).sub_(margin)
     if distance == "squared_euclidean":
-        return torch.neg(s).add_(margin).clamp_min_(0)
+        return torch.neg(s, out=out).add_(margin).clamp_min_(0)
     if distance == "cosine":  # d = 1 − s
-        return torch.add(s, margin - 1).clamp_min_(0)
-    return torch.add(s, margin).clamp_min_(0)  # dot: d = −s
+        return torch.add(s, margin - 1, out=out).clamp_min_(0)
+    return torch.add(s, margin, out=out).clamp_min_(0)  # dot: d = −s
 
 
-def _drop_lower(h: Tensor, first: int) -> None:
-    """Zero the entries (l, j) of a block whose row l is anchor ``first − offset + l`` with
-    j ≤ first + l (pairs counted from the other side, or the anchor itself)."""
+def _drop_lower(h: Tensor) -> None:
+    """Zero the entries (l, j) of a block with j < l (pairs counted from the other side, or the
+    anchor with itself)."""
     n, m = h.shape
-    h[:, : min(m, first + 1)] = 0
-    hi = min(m, first + n)
-    if hi > first + 1:
-        lower = torch.ones(n, hi - first - 1, dtype=torch.bool, device=h.device).tril_(-1)
-        h[:, first + 1 : hi].masked_fill_(lower, 0)
+    if n > 1:
+        lower = torch.ones(n, min(n, m), dtype=torch.bool, device=h.device).tril_(-1)
+        h[:, : min(n, m)].masked_fill_(lower, 0)
 
 
 def _negative_grad(s: Tensor, h: Tensor, distance: str) -> None:

@@ -63,6 +63,7 @@ def margin_loss(
     dtype = pairs.anchors.dtype
     boundary = _anchor_boundary(beta, labels, dtype)
     w_pos, w_neg = _pair_weights(pairs, indices_tuple)
+    two = torch.tensor(2.0, dtype=dtype, device=pairs.anchors.device)
 
     def terms(s, block, bound, want, grad_bound):
         b = s.shape[0]
@@ -75,18 +76,27 @@ def margin_loss(
         # negatives (dense, in place over S): [β_a + α − d_an]₊ with weight w_n; the other
         # columns get S = −∞, so d = ∞ and no term
         block.drop_non_negatives(s, float("-inf"))
-        d = s.mul_(-2).add_(2).clamp_min_(0).sqrt_()
-        push = torch.sub(bound, d).add_(margin).clamp_min_(0)
+        d = torch.add(two, s, alpha=-2, out=s).clamp_min_(0).sqrt_()
+        push = torch.sub(bound + margin, d, out=block.work).clamp_min_(0)
         wn = w_neg(block)
-        # one weight per row, or per pair (mined triplets)
-        push_sum = wn[:, 0] * push.sum(1) if wn.shape[1] == 1 else (wn * push).sum(1)
-        pushed_w = push.sign_().mul_(wn)  # w_n [push > 0]
-        pushed = pushed_w.sum(1)
+        if wn.shape[1] == 1:  # one weight per row: it scales the row's sums (and its dℓ/dS)
+            push_sum = wn[:, 0] * push.sum(1)
+            hit = push.sign_()  # [push > 0]
+            pushed = wn[:, 0] * hit.sum(1)
+        else:  # one per pair (mined triplets)
+            push_sum = (wn * push).sum(1)
+            hit = push.sign_().mul_(wn)  # w_n [push > 0]
+            pushed = hit.sum(1)
         loss = row_sum(wp * pull, r, b) + push_sum
         if want:
             # dℓ/dS: dd/dS = −1/d, and 0 where d = 0 (as safe_sqrt)
-            grad = torch.div(pushed_w, d, out=d).nan_to_num_(nan=0.0, posinf=0.0)
-            grad[r, c] = torch.where(d_p > 0, -pulled / d_p, 0.0)
+            grad = torch.div(hit, d, out=d).nan_to_num_(nan=0.0, posinf=0.0)
+            grad_p = torch.where(d_p > 0, -pulled / d_p, 0.0)
+            if wn.shape[1] == 1:  # the row weight goes to block.scale (a row with a positive
+                # has a weight ≥ 1)
+                block.scale.copy_(wn[:, 0])
+                grad_p = grad_p / wn[r, 0]
+            grad[r, c] = grad_p
             if grad_bound is not None:  # dℓ/dβ_a
                 grad_bound[:, 0] = pushed - row_sum(pulled, r, b)
         active = row_sum(pulled, r, b) + pushed
