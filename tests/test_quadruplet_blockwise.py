@@ -175,3 +175,17 @@ def test_rank_table_counts_like_a_binary_search(dtype, log2_buckets):
     assert torch.equal(count_at_most(table, values).long(), want)
     empty = rank_table(torch.empty(0, dtype=dtype))
     assert not count_at_most(empty, values).any()
+
+
+def test_value_without_a_gradient_is_the_same(kernel):
+    """Without a gradient the blockwise algorithms count into scratch blocks instead of keeping
+    the coefficients: the same values, the batch against itself and against references."""
+    g = torch.Generator().manual_seed(4)
+    x, labels = torch.randn(14, 3, generator=g, dtype=torch.float64), torch.arange(14) % 4
+    refs = {"ref_embeddings": x[2:], "ref_labels": labels[2:], "ref_offset": None}
+    for kw in ({}, refs):
+        with_grad = mk.F.batch_quadruplet_loss(x.clone().requires_grad_(), labels, **kw)
+        with torch.no_grad():
+            without = mk.F.batch_quadruplet_loss(x, labels, **kw)
+        assert with_grad.item() > 0
+        assert without.item() == pytest.approx(with_grad.item(), rel=1e-12)

@@ -1,4 +1,6 @@
-"""Batch-all quadruplet loss straight from the embeddings, one block of distance rows at a time.
+"""Batch-all quadruplet loss straight from the embeddings, one block of distance rows at a time,
+for anchors against a reference set (the batch against itself: :mod:`._quadruplet_symmetric`,
+which shares its setup).
 
 Both terms are sums of hinges [t − d]_+ of a threshold t = d_ap + m over distances d, so each is
 linear in the distances with piecewise-constant integer coefficients (as batch-all triplet, see
@@ -92,6 +94,13 @@ def _sq_block(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
     return torch.addmm(b_sq[None, :], a, b.T, alpha=-2).add_(a_sq[:, None]).clamp_min_(0)
 
 
+def _pair_distances(x: Tensor, x_sq: Tensor, r: Tensor, r_sq: Tensor, rows: Tensor,
+                    cols: Tensor) -> Tensor:
+    """Squared distances of the pairs (x[rows], r[cols]), pair by pair (any index shape)."""
+    dot = (x[rows] * r[cols]).sum(-1)
+    return (x_sq[rows] + r_sq[cols]).sub_(dot, alpha=2).clamp_min_(0)
+
+
 class _Setup(NamedTuple):
     """Everything the blocks need besides the embeddings (see :func:`_setup`)."""
 
@@ -121,8 +130,7 @@ def _setup(x, x_sq, labels, r, r_sq, ref_labels, offset, plain, margin2) -> _Set
         ref_rows, ref_cols, _ = _same_label_pairs(ref_labels, ref_labels)
         ref_members = _pack(ref_rows, ref_cols, m)
     ta, tp = rows[keep], cols[keep]
-    dot = (x[ta] * r[tp]).sum(1)
-    thr = (x_sq[ta] + r_sq[tp]).sub_(dot, alpha=2).clamp_min_(0).add_(margin2)
+    thr = _pair_distances(x, x_sq, r, r_sq, ta, tp).add_(margin2)
     ci, ct, _ = _same_label_pairs(ref_labels, labels[ta])
     cls = _pack(ci, ct, m)
     class_thr = torch.where(cls.ok, thr[cls.cols], float("-inf"))
@@ -182,13 +190,13 @@ class _Quadruplet(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: FunctionCtx, x: Tensor, r: Tensor, labels: Tensor, ref_labels: Tensor,
-        offset: int | None, plain: bool, margin1: float, margin2: float,
+        offset: int | None, margin1: float, margin2: float,
     ) -> Tensor:
         want = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         b, m = x.shape[0], r.shape[0]
         x_sq = (x * x).sum(1)
-        r_sq = x_sq if plain else (r * r).sum(1)
-        s = _setup(x, x_sq, labels, r, r_sq, ref_labels, offset, plain, margin2)
+        r_sq = (r * r).sum(1)
+        s = _setup(x, x_sq, labels, r, r_sq, ref_labels, offset, False, margin2)
         n_thr = s.thr.shape[0]
         ranks = rank_table(s.thr, LOG2_BUCKETS)
         hist = torch.zeros(n_thr + 1, dtype=torch.int64, device=x.device)
@@ -199,7 +207,7 @@ class _Quadruplet(torch.autograd.Function):
         e_d2 = torch.zeros((), dtype=torch.float64, device=x.device)  # −Σ e·d of term 2
         # e of term 1 (anchor rows) and −e of term 2 (reference rows), or one block of scratch
         w1 = x.new_empty(b if want else 0, m)
-        w2 = x.new_empty((b if plain else m) if want else 0, m)
+        w2 = x.new_empty(m if want else 0, m)
         step = min(max(b, m), max(1, BLOCK_ELEMENTS // max(m, 1)))
         scratch = x.new_empty(0 if want else step, m)
         tmp = x.new_empty(step, m)
@@ -207,14 +215,10 @@ class _Quadruplet(torch.autograd.Function):
             n = d.shape[0]
             out = w1[rows] if want else scratch[:n]
             e_d1 += _term1_block(d, rows, s, margin1, out, tmp[:n], c1, t1).double()
-            if plain:
-                out = w2[rows] if want else scratch[:n]
-                e_d2 += _term2_block(d, rows, s, ranks, hist, own, out, tmp[:n]).double()
-        if not plain:
-            for rows, d in _blocks(r, r_sq, r, r_sq):
-                n = d.shape[0]
-                out = w2[rows] if want else scratch[:n]
-                e_d2 += _term2_block(d, rows, s, ranks, hist, own, out, tmp[:n]).double()
+        for rows, d in _blocks(r, r_sq, r, r_sq):
+            n = d.shape[0]
+            out = w2[rows] if want else scratch[:n]
+            e_d2 += _term2_block(d, rows, s, ranks, hist, own, out, tmp[:n]).double()
         n1 = c1.sum()
         total1 = torch.where(s.positives.ok, c1 * t1, 0).sum(dtype=torch.float64) - e_d1
         by_rank = hist.cumsum(0)[:n_thr]  # entries below the k-th smallest threshold
@@ -227,15 +231,10 @@ class _Quadruplet(torch.autograd.Function):
         # transposed entries; when no tuple is active, they would add rounding to a true 0.
         total2 = torch.where(n2 > 0, total2, 0.0)
         loss = total1 / n1.clamp_min(1) + total2 / n2.clamp_min(1)
-        ctx.plain = plain
         ctx.scales = (0.0, 0.0)
         if want:  # W = scale · (the stored matrix): no pass over a B×M matrix just to scale it
             k1, k2 = 1 / max(int(n1), 1), (1 / int(n2) if n2 else 0.0)
-            if plain and k2:  # W = −k1·e1 − k2·e2 = k2·(−e2 − (k1/k2)·e1)
-                w1 = w2.add_(w1, alpha=-k1 / k2)
-                scale = k2
-            else:
-                scale = -k1
+            scale = -k1
             slots = torch.arange(b, device=x.device)[:, None].expand_as(c1)
             w1.index_put_((slots, s.positives.cols), c1.to(w1.dtype) * (k1 / scale),
                           accumulate=True)
@@ -252,21 +251,18 @@ class _Quadruplet(torch.autograd.Function):
         s1, s2 = ctx.scales
         # L = Σ W_ij d_ij with d_ij = ‖a_i‖² + ‖b_j‖² − 2 a_i·b_j gives
         # ∂L/∂a_i = 2(a_i Σ_j W_ij − Σ_j W_ij b_j) and ∂L/∂b_j = 2(b_j Σ_i W_ij − Σ_i W_ij a_i).
-        if ctx.plain:
-            dx = (x * (w1.sum(1) + w1.sum(0))[:, None]).sub_(w1 @ x).sub_(w1.T @ x)
-            return dx.mul_(2 * s1 * grad), None, None, None, None, None, None, None
         dx = (x * w1.sum(1)[:, None]).sub_(w1 @ r).mul_(2 * s1 * grad)
         dr = (r * w1.sum(0)[:, None]).sub_(w1.T @ x).mul_(s1)
         if s2:
             dr2 = (r * (w2.sum(1) + w2.sum(0))[:, None]).sub_(w2 @ r).sub_(w2.T @ r)
             dr.add_(dr2, alpha=s2)
-        return dx, dr.mul_(2 * grad), None, None, None, None, None, None
+        return dx, dr.mul_(2 * grad), None, None, None, None, None
 
 
 def blockwise_quadruplet(
-    x: Tensor, labels: Tensor, r: Tensor, ref_labels: Tensor, offset: int | None, plain: bool,
+    x: Tensor, labels: Tensor, r: Tensor, ref_labels: Tensor, offset: int | None,
     margin1: float, margin2: float,
 ) -> Tensor:
-    """The batch-all quadruplet loss of anchors ``x`` [B, D] against references ``r`` [M, D]
-    (``plain``: r is x, offset 0), in the compute dtype."""
-    return _Quadruplet.apply(x, r, labels, ref_labels, offset, plain, margin1, margin2)
+    """The batch-all quadruplet loss of anchors ``x`` [B, D] against a reference set ``r``
+    [M, D] (the batch against itself: :mod:`._quadruplet_symmetric`), in the compute dtype."""
+    return _Quadruplet.apply(x, r, labels, ref_labels, offset, margin1, margin2)

@@ -2,8 +2,9 @@
 to be closer than any negative pair, even one that does not share the anchor.
 
 The batch form never enumerates quadruplets (that is O(B⁴)). By default it counts hinge terms
-one block of distance rows at a time with a closed-form gradient (:mod:`._quadruplet_blockwise`:
-three B×B×D matrix products, O(B²) time for the counts, one B×B coefficient matrix); the
+one block of distance rows at a time with a closed-form gradient (:mod:`._quadruplet_blockwise`,
+over the upper triangle for the batch against itself, :mod:`._quadruplet_symmetric`: matrix
+products worth 1.5 B×B×D ones, O(B²) time for the counts, half a B×B coefficient matrix); the
 "sorted" algorithm looks thresholds up in sorted distance lists with ``searchsorted`` and prefix
 sums (O(B² log B · K) time and O(B² K) memory for at most K samples per class).
 """
@@ -27,6 +28,7 @@ from ..masks import pair_masks
 from ._base import BatchLoss, Loss
 from ._pairs import IndicesTuple, batch_call, check_algorithm, pair_masks_of, reference_distance
 from ._quadruplet_blockwise import blockwise_quadruplet
+from ._quadruplet_symmetric import symmetric_quadruplet
 from ._registry import register_loss
 
 
@@ -179,8 +181,9 @@ def batch_quadruplet_loss(
     * ``"blockwise"``: from the embeddings, one cache-sized block of distance rows at a time:
       every hinge term is counted against the sorted thresholds (a table look-up per distance
       for term 2) and the gradient is the closed form Σ W_ij ∂d_ij with those counts as W (two
-      matrix products); O(B·M + M²) memory, no autograd graph over the distances. Not with
-      ``indices_tuple``.
+      matrix products); O(B·M + M²) memory, no autograd graph over the distances. The batch
+      against itself scores the upper triangle of its symmetric distances only (half the
+      products and look-ups). Not with ``indices_tuple``.
     * ``"sorted"``: the distance matrices with each row's negatives sorted once, binary searches
       and prefix sums (:func:`quadruplet_from_distances`); O(B·K·M + M²) memory.
     * ``"auto"``: "blockwise" without ``indices_tuple``, else "sorted".
@@ -198,10 +201,13 @@ def batch_quadruplet_loss(
     if algorithm != "sorted" and indices_tuple is None:
         x = embeddings.to(compute_dtype(embeddings))
         refs = call.refs
-        r = x if call.plain else refs.embeddings.to(compute_dtype(refs.embeddings))
-        loss = blockwise_quadruplet(
-            x, call.labels, r, refs.labels, refs.offset, call.plain, margin1, margin2
-        )
+        if call.plain:
+            loss = symmetric_quadruplet(x, call.labels, margin1, margin2)
+        else:
+            r = refs.embeddings.to(compute_dtype(refs.embeddings))
+            loss = blockwise_quadruplet(
+                x, call.labels, r, refs.labels, refs.offset, margin1, margin2
+            )
         return loss.to(embeddings.dtype)
     dist = reference_distance(embeddings, call.refs, "squared_euclidean")
     pos, neg = pair_masks_of(call)
