@@ -57,15 +57,29 @@ class _Layout:
 
 class _Counts:
     """Running counts: ``c1`` [P, B] term-1 entries below each (slot, row) threshold; ``hist``
-    [T + 1] ordered entries by rank among the term-2 thresholds; ``own`` [T + 1] ordered entries
-    (n1, n2) below a term-2 threshold of n1's class; Σ e1·d and Σ (term-2 coefficient)·d."""
+    [T + 1] ordered entries by rank among the term-2 thresholds; ``own`` [S, B] entries (n1, n2)
+    below the slot's term-2 threshold of n1's class (n1 the row); Σ e1·d and Σ (term-2
+    coefficient)·d. Counts of at most B entries are exact in x's dtype."""
 
-    def __init__(self, p: int, b: int, n_thr: int, x: Tensor) -> None:
-        self.c1 = torch.zeros(p, b, dtype=torch.int64, device=x.device)
+    def __init__(self, p: int, b: int, n_thr: int, n_class: int, x: Tensor) -> None:
+        self.c1 = x.new_zeros(p, b)
         self.hist = torch.zeros(n_thr + 1, dtype=torch.int64, device=x.device)
-        self.own = torch.zeros(n_thr + 1, dtype=torch.int64, device=x.device)
+        self.own = x.new_zeros(n_class, b)
         self.e_d1 = torch.zeros((), dtype=torch.float64, device=x.device)
         self.e_d2 = torch.zeros((), dtype=torch.float64, device=x.device)
+
+
+def _own_class(labels: Tensor, layout: _Layout, step: int) -> tuple[Tensor, ...]:
+    """For each block of ``step`` rows of the panels (block k: rows from k·step), the flat
+    positions in its distances [n, B − a] of the columns of its rows' own classes (their own
+    column included)."""
+    rows, cols, _ = _same_label_pairs(labels, labels)
+    a = rows // layout.height * layout.height
+    keep = cols >= a
+    rows, cols, a = rows[keep], cols[keep], a[keep]
+    flat = (rows % step) * (layout.b - a) + (cols - a)
+    per_block = torch.bincount(rows // step, minlength=-(-layout.b // step))
+    return torch.split(flat, per_block.tolist())
 
 
 def _row_side(d: Tensor, thr: Tensor, acc: Tensor, weight: int, tmp: Tensor,
@@ -105,10 +119,10 @@ def _block(d: Tensor, r0: int, a: int, h: int, s: qb._Setup, t1: Tensor, ranks: 
     near = tmp[: n * w].view(n, w)
     # term 1: row i's thresholds on its row, row j's on its column
     for k, c in enumerate(_row_side(d, t1[rows], u1, 1, near, init=True)):
-        counts.c1[k, rows] += c.long()
+        counts.c1[k, rows] += c
     col_thr = t1.T[:, a + h :]
     for k, c in enumerate(_col_side(d[:, h:], col_thr, u1[:, h:], 1, far)):
-        counts.c1[k, a + h :] += c.long()
+        counts.c1[k, a + h :] += c
     # term 2: G from the rank table (twice beyond the square), −2·R of both ends' classes
     rank = count_at_most(ranks, d)
     counts.hist += 2 * torch.bincount(rank.view(-1), minlength=n_thr + 1)
@@ -117,10 +131,10 @@ def _block(d: Tensor, r0: int, a: int, h: int, s: qb._Setup, t1: Tensor, ranks: 
     u2[:, h:].add_(2 * n_thr)
     u2[:, :h].add_(rank[:, :h]).add_(n_thr)
     for k, c in enumerate(_row_side(d, s.class_thr[rows], u2, -2, near)):
-        counts.own.index_add_(0, s.class_idx[rows, k], c.long())
-    col_thr, col_idx = s.class_thr.T[:, a + h :], s.class_idx.T[:, a + h :]
+        counts.own[k, rows] += c
+    col_thr = s.class_thr.T[:, a + h :]
     for k, c in enumerate(_col_side(d[:, h:], col_thr, u2[:, h:], -2, far)):
-        counts.own.index_add_(0, col_idx[k], c.long())
+        counts.own[k, a + h :] += c
 
 
 class _SymmetricQuadruplet(torch.autograd.Function):
@@ -138,14 +152,14 @@ class _SymmetricQuadruplet(torch.autograd.Function):
         t1 = torch.where(pos.ok, t1, float("-inf"))
         n_thr = s.thr.shape[0]
         ranks = rank_table(s.thr, qb.LOG2_BUCKETS)
-        counts = _Counts(t1.shape[1], b, n_thr, x)
+        counts = _Counts(t1.shape[1], b, n_thr, s.class_thr.shape[1], x)
         step = max(1, qb.BLOCK_ELEMENTS // max(b, 1))
         layout = _Layout(b, step * qb.GEMM_BLOCKS)
         store1 = x.new_empty(layout.size if want else 2 * min(step, b) * b)
         store2 = x.new_empty(layout.size if want else 0)
         dist = x.new_empty(min(layout.height, b) * b)
         tmp = x.new_empty(min(step, b) * b)
-        m_rows, m_cols, m_ptr = _same_label_pairs(labels.long(), labels.long())
+        own_class = _own_class(labels.long(), layout, step)
         for a, h, w, off in layout.panels():
             d_panel = dist[: h * w].view(h, w)
             distance_block_into(d_panel, x[a : a + h], x_sq[a : a + h], x[a:], x_sq[a:],
@@ -153,11 +167,8 @@ class _SymmetricQuadruplet(torch.autograd.Function):
             for r0 in range(a, a + h, step):
                 n = min(step, a + h - r0)
                 d = d_panel[r0 - a : r0 - a + n]
-                lo, hi = m_ptr[r0], m_ptr[r0 + n]
-                mr, mc = m_rows[lo:hi] - r0, m_cols[lo:hi] - a
-                keep = mc >= 0
-                mr, mc = mr[keep], mc[keep]
-                d[mr, mc] = float("inf")
+                flat, members = d.view(-1), own_class[r0 // step]
+                flat.index_fill_(0, members, float("inf"))
                 if want:
                     first = off + (r0 - a) * w
                     u1 = store1[first : first + n * w].view(n, w)
@@ -166,15 +177,17 @@ class _SymmetricQuadruplet(torch.autograd.Function):
                     u1 = store1[: n * w].view(n, w)
                     u2 = store1[n * w : 2 * n * w].view(n, w)
                 _block(d, r0, a, h, s, t1, ranks, counts, u1, u2, tmp)
-                d[mr, mc] = 0
-                counts.e_d1 += torch.dot(u1.view(-1), d.reshape(-1)).double()
-                counts.e_d2 += torch.dot(u2.view(-1), d.reshape(-1)).double()
-        c1 = counts.c1
+                flat.index_fill_(0, members, 0)
+                counts.e_d1 += torch.dot(u1.view(-1), flat).double()
+                counts.e_d2 += torch.dot(u2.view(-1), flat).double()
+        c1 = counts.c1.long()
         n1 = c1.sum()
         total1 = torch.where(pos.ok, c1.T * t1, 0).sum(dtype=torch.float64) - counts.e_d1
         c2 = torch.empty(n_thr, dtype=torch.int64, device=x.device)
         c2[ranks.order] = counts.hist.cumsum(0)[:n_thr]  # entries below the k-th threshold
-        c2 -= 2 * counts.own[:n_thr]
+        own = torch.zeros(n_thr + 1, dtype=torch.int64, device=x.device)
+        own.index_add_(0, s.class_idx.T.reshape(-1), counts.own.long().view(-1))
+        c2 -= 2 * own[:n_thr]
         n2 = c2.sum()
         total2 = (c2 * s.thr).sum(dtype=torch.float64) - counts.e_d2
         # the square's term-2 entries are true counts only summed with their transposes: when no
