@@ -259,14 +259,29 @@ def rank_table(thresholds: Tensor, log2_buckets: int = 18) -> RankTable:
     return RankTable(ts, order, table, shift, base)
 
 
-def count_at_most(ranks: RankTable, values: Tensor) -> Tensor:
+def count_buffers(values: Tensor) -> tuple[Tensor, Tensor]:
+    """(out, scratch) for :func:`count_at_most` on blocks of at most ``values.numel()``
+    values of ``values``' dtype."""
+    n = values.numel()
+    return (torch.empty(n, dtype=torch.int32, device=values.device),
+            torch.empty(n, dtype=_INT_VIEW[values.dtype], device=values.device))
+
+
+def count_at_most(
+    ranks: RankTable, values: Tensor, out: Tensor | None = None, scratch: Tensor | None = None
+) -> Tensor:
     """int32 tensor shaped like ``values`` (contiguous, the thresholds' dtype): the number of
     thresholds ≤ each value. One table look-up per value; a binary search only for the values
-    whose bucket holds a threshold (few when the table is fine)."""
+    whose bucket holds a threshold (few when the table is fine). ``out``, ``scratch``: buffers
+    from :func:`count_buffers`, sparing the allocations of a caller that counts block by
+    block."""
     v = values.detach()
     n = ranks.table.shape[0] - 1
-    q = (v.view(_INT_VIEW[v.dtype]) >> ranks.shift).sub_(ranks.base).clamp_(0, n)
-    out = ranks.table.index_select(0, q.view(-1))
-    todo = (out < 0).nonzero().squeeze(1)
-    out[todo] = torch.searchsorted(ranks.sorted, v.reshape(-1)[todo], right=True, out_int32=True)
-    return out.view(v.shape)
+    bits = v.view(_INT_VIEW[v.dtype]).view(-1)
+    q = None if scratch is None else scratch.view(-1)[: bits.numel()]
+    q = torch.bitwise_right_shift(bits, ranks.shift, out=q).sub_(ranks.base).clamp_(0, n)
+    res = None if out is None else out.view(-1)[: bits.numel()]
+    res = torch.index_select(ranks.table, 0, q, out=res)
+    todo = (res < 0).nonzero().squeeze(1)
+    res[todo] = torch.searchsorted(ranks.sorted, v.reshape(-1)[todo], right=True, out_int32=True)
+    return res.view(v.shape)

@@ -25,7 +25,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from .._kernels import RankTable, count_at_most, distance_block_into, rank_table
+from .._kernels import (
+    RankTable,
+    count_at_most,
+    count_buffers,
+    distance_block_into,
+    rank_table,
+)
 from . import _quadruplet_blockwise as qb
 from ._pair_rows import _same_label_pairs
 
@@ -56,15 +62,16 @@ class _Layout:
 
 
 class _Counts:
-    """Running counts: ``c1`` [P, B] term-1 entries below each (slot, row) threshold; ``hist``
-    [T + 1] ordered entries by rank among the term-2 thresholds; ``own`` [S, B] entries (n1, n2)
-    below the slot's term-2 threshold of n1's class (n1 the row); Σ e1·d and Σ (term-2
-    coefficient)·d. Counts of at most B entries are exact in x's dtype."""
+    """Running counts: ``c1`` [2, P, B] term-1 entries below each (slot, row) threshold, found
+    along the row (0) and along the column (1); ``hist`` [T + 1] ordered entries by rank among
+    the term-2 thresholds; ``own`` [2, S, B] entries (n1, n2) below the slot's term-2 threshold
+    of n1's class (n1 the row), likewise; Σ e1·d and Σ (term-2 coefficient)·d. Counts of at
+    most B entries are exact in x's dtype."""
 
     def __init__(self, p: int, b: int, n_thr: int, n_class: int, x: Tensor) -> None:
-        self.c1 = x.new_zeros(p, b)
+        self.c1 = x.new_zeros(2, p, b)
         self.hist = torch.zeros(n_thr + 1, dtype=torch.int64, device=x.device)
-        self.own = x.new_zeros(n_class, b)
+        self.own = x.new_zeros(2, n_class, b)
         self.e_d1 = torch.zeros((), dtype=torch.float64, device=x.device)
         self.e_d2 = torch.zeros((), dtype=torch.float64, device=x.device)
 
@@ -82,59 +89,53 @@ def _own_class(labels: Tensor, layout: _Layout, step: int) -> tuple[Tensor, ...]
     return torch.split(flat, per_block.tolist())
 
 
-def _row_side(d: Tensor, thr: Tensor, acc: Tensor, weight: int, tmp: Tensor,
-              init: bool = False) -> list[Tensor]:
+def _row_side(d: Tensor, thr: Tensor, acc: Tensor, weight: int, tmp: Tensor, sums: Tensor,
+              init: bool = False) -> None:
     """Add weight·[d < thr[:, k]] to ``acc`` (``init``: overwrite it with their sum, weight 1)
-    for every column k of ``thr`` [n, k] and return each column's row sums (entries below it)."""
+    for every column k of ``thr`` [n, k]; write each one's row sums (the entries below the
+    threshold) into ``sums[k]``."""
     if init and thr.shape[1] == 0:
         acc.zero_()
-    sums = []
     for k in range(thr.shape[1]):
         hit = acc if init and k == 0 else tmp
         torch.lt(d, thr[:, k : k + 1], out=hit)
-        sums.append(hit.sum(1))
+        torch.sum(hit, 1, out=sums[k])
         if hit is tmp:
             acc.add_(tmp, alpha=weight)
-    return sums
 
 
-def _col_side(d: Tensor, thr: Tensor, acc: Tensor, weight: int, tmp: Tensor) -> list[Tensor]:
-    """As :func:`_row_side` with a threshold per column: ``thr`` [k, w]; column sums."""
-    sums = []
+def _col_side(d: Tensor, thr: Tensor, acc: Tensor, weight: int, tmp: Tensor,
+              sums: Tensor) -> None:
+    """As :func:`_row_side` with a threshold per column, ``thr`` [k, w]; the column sums are
+    added to ``sums[k]``."""
     for k in range(thr.shape[0]):
         torch.lt(d, thr[k : k + 1], out=tmp)
-        sums.append(tmp.sum(0))
+        sums[k] += tmp.sum(0)
         acc.add_(tmp, alpha=weight)
-    return sums
 
 
 def _block(d: Tensor, r0: int, a: int, h: int, s: qb._Setup, t1: Tensor, ranks: RankTable,
-           counts: _Counts, u1: Tensor, u2: Tensor, tmp: Tensor) -> None:
+           counts: _Counts, u1: Tensor, u2: Tensor, tmp: Tensor,
+           scratch: tuple[Tensor, Tensor]) -> None:
     """Count the rows [r0, r0 + n) of a panel starting at ``a`` with ``h`` rows (``d``: their
-    distances to the columns [a, B), own class at +∞): e1 into ``u1``, term 2 into ``u2``."""
+    distances to the columns [a, B), own class at +∞): e1 into ``u1``, term 2 into ``u2``
+    (``tmp``, ``scratch``: a block of scratch, two for the rank look-up)."""
     n, w = d.shape
     rows = slice(r0, r0 + n)
     n_thr = s.thr.shape[0]
     far = tmp[: n * (w - h)].view(n, w - h)  # scratch beyond the square
     near = tmp[: n * w].view(n, w)
     # term 1: row i's thresholds on its row, row j's on its column
-    for k, c in enumerate(_row_side(d, t1[rows], u1, 1, near, init=True)):
-        counts.c1[k, rows] += c
-    col_thr = t1.T[:, a + h :]
-    for k, c in enumerate(_col_side(d[:, h:], col_thr, u1[:, h:], 1, far)):
-        counts.c1[k, a + h :] += c
+    _row_side(d, t1[rows], u1, 1, near, counts.c1[0, :, rows], init=True)
+    _col_side(d[:, h:], t1.T[:, a + h :], u1[:, h:], 1, far, counts.c1[1, :, a + h :])
     # term 2: G from the rank table (twice beyond the square), −2·R of both ends' classes
-    rank = count_at_most(ranks, d)
+    rank = count_at_most(ranks, d, *scratch)
     counts.hist += 2 * torch.bincount(rank.view(-1), minlength=n_thr + 1)
     counts.hist -= torch.bincount(rank[:, :h].reshape(-1), minlength=n_thr + 1)
-    torch.mul(rank, -2, out=u2)
-    u2[:, h:].add_(2 * n_thr)
-    u2[:, :h].add_(rank[:, :h]).add_(n_thr)
-    for k, c in enumerate(_row_side(d, s.class_thr[rows], u2, -2, near)):
-        counts.own[k, rows] += c
-    col_thr = s.class_thr.T[:, a + h :]
-    for k, c in enumerate(_col_side(d[:, h:], col_thr, u2[:, h:], -2, far)):
-        counts.own[k, a + h :] += c
+    u2.copy_(rank).mul_(-2).add_(2 * n_thr)  # 2G = 2·(T − rank)
+    u2[:, :h].mul_(0.5)
+    _row_side(d, s.class_thr[rows], u2, -2, near, counts.own[0, :, rows])
+    _col_side(d[:, h:], s.class_thr.T[:, a + h :], u2[:, h:], -2, far, counts.own[1, :, a + h :])
 
 
 class _SymmetricQuadruplet(torch.autograd.Function):
@@ -159,6 +160,7 @@ class _SymmetricQuadruplet(torch.autograd.Function):
         store2 = x.new_empty(layout.size if want else 0)
         dist = x.new_empty(min(layout.height, b) * b)
         tmp = x.new_empty(min(step, b) * b)
+        scratch = count_buffers(tmp)
         own_class = _own_class(labels.long(), layout, step)
         for a, h, w, off in layout.panels():
             d_panel = dist[: h * w].view(h, w)
@@ -176,17 +178,17 @@ class _SymmetricQuadruplet(torch.autograd.Function):
                 else:
                     u1 = store1[: n * w].view(n, w)
                     u2 = store1[n * w : 2 * n * w].view(n, w)
-                _block(d, r0, a, h, s, t1, ranks, counts, u1, u2, tmp)
+                _block(d, r0, a, h, s, t1, ranks, counts, u1, u2, tmp, scratch)
                 flat.index_fill_(0, members, 0)
                 counts.e_d1 += torch.dot(u1.view(-1), flat).double()
                 counts.e_d2 += torch.dot(u2.view(-1), flat).double()
-        c1 = counts.c1.long()
+        c1 = counts.c1.sum(0).long()
         n1 = c1.sum()
         total1 = torch.where(pos.ok, c1.T * t1, 0).sum(dtype=torch.float64) - counts.e_d1
         c2 = torch.empty(n_thr, dtype=torch.int64, device=x.device)
         c2[ranks.order] = counts.hist.cumsum(0)[:n_thr]  # entries below the k-th threshold
         own = torch.zeros(n_thr + 1, dtype=torch.int64, device=x.device)
-        own.index_add_(0, s.class_idx.T.reshape(-1), counts.own.long().view(-1))
+        own.index_add_(0, s.class_idx.T.reshape(-1), counts.own.sum(0).long().view(-1))
         c2 -= 2 * own[:n_thr]
         n2 = c2.sum()
         total2 = (c2 * s.thr).sum(dtype=torch.float64) - counts.e_d2
