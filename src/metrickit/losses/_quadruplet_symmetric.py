@@ -21,6 +21,8 @@ they drop out of every count, and to 0 after. Per entry (i, j), U holds
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
@@ -114,7 +116,17 @@ def _col_side(d: Tensor, thr: Tensor, acc: Tensor, weight: int, tmp: Tensor,
         acc.add_(tmp, alpha=weight)
 
 
-def _block(d: Tensor, r0: int, a: int, h: int, s: qb._Setup, t1: Tensor, ranks: RankTable,
+class _Thresholds(NamedTuple):
+    """Each row's thresholds: term 1's d_ip + m1 [B, P] and its class's term-2 ones [B, S]
+    (−∞ padded), and both transposed (contiguous, for the comparisons along columns)."""
+
+    term1: Tensor
+    term1_t: Tensor
+    term2: Tensor
+    term2_t: Tensor
+
+
+def _block(d: Tensor, r0: int, a: int, h: int, thr: _Thresholds, ranks: RankTable,
            counts: _Counts, u1: Tensor, u2: Tensor, tmp: Tensor,
            scratch: tuple[Tensor, Tensor]) -> None:
     """Count the rows [r0, r0 + n) of a panel starting at ``a`` with ``h`` rows (``d``: their
@@ -122,20 +134,20 @@ def _block(d: Tensor, r0: int, a: int, h: int, s: qb._Setup, t1: Tensor, ranks: 
     (``tmp``, ``scratch``: a block of scratch, two for the rank look-up)."""
     n, w = d.shape
     rows = slice(r0, r0 + n)
-    n_thr = s.thr.shape[0]
+    n_thr = ranks.sorted.shape[0]
     far = tmp[: n * (w - h)].view(n, w - h)  # scratch beyond the square
     near = tmp[: n * w].view(n, w)
     # term 1: row i's thresholds on its row, row j's on its column
-    _row_side(d, t1[rows], u1, 1, near, counts.c1[0, :, rows], init=True)
-    _col_side(d[:, h:], t1.T[:, a + h :], u1[:, h:], 1, far, counts.c1[1, :, a + h :])
+    _row_side(d, thr.term1[rows], u1, 1, near, counts.c1[0, :, rows], init=True)
+    _col_side(d[:, h:], thr.term1_t[:, a + h :], u1[:, h:], 1, far, counts.c1[1, :, a + h :])
     # term 2: G from the rank table (twice beyond the square), −2·R of both ends' classes
     rank = count_at_most(ranks, d, *scratch)
     counts.hist += 2 * torch.bincount(rank.view(-1), minlength=n_thr + 1)
     counts.hist -= torch.bincount(rank[:, :h].reshape(-1), minlength=n_thr + 1)
     u2.copy_(rank).mul_(-2).add_(2 * n_thr)  # 2G = 2·(T − rank)
     u2[:, :h].mul_(0.5)
-    _row_side(d, s.class_thr[rows], u2, -2, near, counts.own[0, :, rows])
-    _col_side(d[:, h:], s.class_thr.T[:, a + h :], u2[:, h:], -2, far, counts.own[1, :, a + h :])
+    _row_side(d, thr.term2[rows], u2, -2, near, counts.own[0, :, rows])
+    _col_side(d[:, h:], thr.term2_t[:, a + h :], u2[:, h:], -2, far, counts.own[1, :, a + h :])
 
 
 class _SymmetricQuadruplet(torch.autograd.Function):
@@ -151,6 +163,7 @@ class _SymmetricQuadruplet(torch.autograd.Function):
         anchors = torch.arange(b, device=x.device)[:, None].expand_as(pos.cols)
         t1 = qb._pair_distances(x, x_sq, x, x_sq, anchors, pos.cols).add_(margin1)
         t1 = torch.where(pos.ok, t1, float("-inf"))
+        thr = _Thresholds(t1, t1.T.contiguous(), s.class_thr, s.class_thr.T.contiguous())
         n_thr = s.thr.shape[0]
         ranks = rank_table(s.thr, qb.LOG2_BUCKETS)
         counts = _Counts(t1.shape[1], b, n_thr, s.class_thr.shape[1], x)
@@ -178,7 +191,7 @@ class _SymmetricQuadruplet(torch.autograd.Function):
                 else:
                     u1 = store1[: n * w].view(n, w)
                     u2 = store1[n * w : 2 * n * w].view(n, w)
-                _block(d, r0, a, h, s, t1, ranks, counts, u1, u2, tmp, scratch)
+                _block(d, r0, a, h, thr, ranks, counts, u1, u2, tmp, scratch)
                 flat.index_fill_(0, members, 0)
                 counts.e_d1 += torch.dot(u1.view(-1), flat).double()
                 counts.e_d2 += torch.dot(u2.view(-1), flat).double()
