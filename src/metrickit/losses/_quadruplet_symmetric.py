@@ -10,7 +10,8 @@ That halves the distance product, the threshold table look-ups and the rank hist
 backward pass is one B×B×D product's worth (U x and Uᵀ x over the panels).
 
 Entries of a row's own class are set to +∞ before counting: no threshold lies above them, so
-they drop out of every count, and to 0 after. Per entry (i, j), U holds
+they drop out of every count (the rank table puts them above all thresholds), and to 0 after.
+Per entry (i, j), U holds
 
 * term 1, e1: the thresholds d_ip + m1 of row i above d_ij (plus those of row j beyond the
   square);
@@ -68,7 +69,8 @@ class _Counts:
     along the row (0) and along the column (1); ``hist`` [T + 1] ordered entries by rank among
     the term-2 thresholds; ``own`` [2, S, B] entries (n1, n2) below the slot's term-2 threshold
     of n1's class (n1 the row), likewise; Σ e1·d and Σ (term-2 coefficient)·d. Counts of at
-    most B entries are exact in x's dtype."""
+    most B entries are exact in x's dtype (as are the coefficients, integers up to 2T, in
+    float32 while 2T < 2^24)."""
 
     def __init__(self, p: int, b: int, n_thr: int, n_class: int, x: Tensor) -> None:
         self.c1 = x.new_zeros(2, p, b)
