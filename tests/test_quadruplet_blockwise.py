@@ -164,13 +164,18 @@ def test_algorithm_argument():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("log2_buckets", [0, 3, 18])
-def test_rank_table_counts_like_a_binary_search(dtype, log2_buckets):
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+def test_rank_table_counts_like_a_binary_search(dtype, log2_buckets, offset):
     g = torch.Generator().manual_seed(3)
     thresholds = torch.cat([torch.rand(50, generator=g) * 3, torch.tensor([0.0, 0.0, 1.5, 1.5])])
+    thresholds += offset  # offset 0: thresholds at 0, whose bucket holds every value ≤ 0
     values = torch.cat([torch.rand(400, generator=g) * 4 - 0.5, thresholds, torch.tensor(
         [0.0, -0.0, -1.0, float("inf"), 1e-40, 1.5])]).to(dtype)
     table = rank_table(thresholds.to(dtype), log2_buckets)
     assert table.table.numel() <= 2**log2_buckets + 3
+    # a coarse table resolves by binary search, a fine one by stepping over a bucket's few
+    if log2_buckets == 0 or (log2_buckets == 18 and offset):
+        assert (table.width > 0) == bool(log2_buckets)
     want = torch.searchsorted(table.sorted, values, right=True)
     assert torch.equal(count_at_most(table, values).long(), want)
     empty = rank_table(torch.empty(0, dtype=dtype))

@@ -222,6 +222,10 @@ class RankTable(NamedTuple):
         value of the bucket, or −1 when a threshold falls inside the bucket.
     shift, base: a value v falls in bucket clamp((bits(v) >> shift) − base, 0, n), bits(v) its
         IEEE pattern read as an integer (monotone in v for v ≥ 0).
+    first: [n + 1] int32: the number of thresholds in the buckets before each bucket.
+    width: the most thresholds in one bucket when at most :data:`SCAN_WIDTH` (a value in a
+        bucket holding thresholds is then counted by stepping over them), else 0 (a binary
+        search).
     """
 
     sorted: Tensor
@@ -229,6 +233,12 @@ class RankTable(NamedTuple):
     table: Tensor
     shift: int
     base: int
+    first: Tensor
+    width: int
+
+
+# Buckets holding at most this many thresholds are resolved by stepping over them.
+SCAN_WIDTH = 8
 
 
 def rank_table(thresholds: Tensor, log2_buckets: int = 18) -> RankTable:
@@ -245,7 +255,7 @@ def rank_table(thresholds: Tensor, log2_buckets: int = 18) -> RankTable:
     bits = ts.view(_INT_VIEW[ts.dtype]).clamp_min(0)
     if ts.numel() == 0:
         table = torch.zeros(1, dtype=torch.int32, device=ts.device)
-        return RankTable(ts, order, table, 0, 0)
+        return RankTable(ts, order, table, 0, 0, table, 0)
     lo, hi = int(bits[0]), int(bits[-1])
     log2_buckets = min(log2_buckets, (ts.numel() - 1).bit_length() + 4)
     shift = max(0, (hi - lo).bit_length() - log2_buckets)
@@ -256,7 +266,9 @@ def rank_table(thresholds: Tensor, log2_buckets: int = 18) -> RankTable:
     table = torch.where(inside == 0, below, -1).to(torch.int32)
     if lo == 0:  # a threshold ≤ 0: values ≤ 0 (bucket 0) need the exact search
         table[0] = -1
-    return RankTable(ts, order, table, shift, base)
+    width = int(inside.max())  # bucket 0 (negative values) steps over bucket 1's thresholds
+    width = width if width <= SCAN_WIDTH else 0
+    return RankTable(ts, order, table, shift, base, below.to(torch.int32), width)
 
 
 def count_buffers(values: Tensor) -> tuple[Tensor, Tensor]:
@@ -283,5 +295,15 @@ def count_at_most(
     res = None if out is None else out.view(-1)[: bits.numel()]
     res = torch.index_select(ranks.table, 0, q, out=res)
     todo = (res < 0).nonzero().squeeze(1)
-    res[todo] = torch.searchsorted(ranks.sorted, v.reshape(-1)[todo], right=True, out_int32=True)
-    return res.view(v.shape)
+    vals = v.reshape(-1).index_select(0, todo)
+    if ranks.width:
+        # the thresholds ≤ v in v's bucket are the next ones in sorted order after those before
+        # it; the thresholds after the bucket are all above v
+        found = ranks.first.index_select(0, q.index_select(0, todo))
+        t = ranks.sorted.shape[0]
+        for _ in range(ranks.width):
+            nxt = ranks.sorted.index_select(0, found.clamp(max=t - 1))
+            found += (nxt <= vals) & (found < t)
+    else:
+        found = torch.searchsorted(ranks.sorted, vals, right=True, out_int32=True)
+    return res.index_copy_(0, todo, found).view(v.shape)
