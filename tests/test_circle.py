@@ -58,3 +58,21 @@ def test_large_gamma_m_squared_keeps_float32_negatives():
     got = mk.F.circle_loss(x.float(), labels, m=0.9, gamma=256.0, reduction="none")
     assert float(want.min()) > 100
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)
+
+
+def test_exponents_below_the_float_range_keep_values_and_gradients():
+    # a negative almost equal to its anchor sets the row's shift near γ: the row's other
+    # exponents fall far below float32's normal range and are raised to its edge (terms ~3e-38
+    # next to sums of at least e^{−30}), checked against float64
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(12, 8, dtype=torch.float64, generator=g)
+    x[11] = x[0] + 0.01 * torch.randn(8, dtype=torch.float64, generator=g)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 0, 1, 2, 5])
+    want = mk.F.circle_loss(x, labels, reduction="none")
+    low = x.float().requires_grad_(True)
+    got = mk.F.circle_loss(low, labels, reduction="none")
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)
+    leaf = x.clone().requires_grad_(True)
+    (g64,) = torch.autograd.grad(mk.F.circle_loss(leaf, labels), leaf)
+    (g32,) = torch.autograd.grad(mk.F.circle_loss(low, labels), low)
+    torch.testing.assert_close(g32.double(), g64, rtol=1e-4, atol=1e-6 * float(g64.abs().max()))

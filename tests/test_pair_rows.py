@@ -85,3 +85,24 @@ def test_pair_lists_equal_the_masks():
         assert torch.equal(pairs.positives_per_row(), pos.sum(1).to(torch.float64))
         if "indices_tuple" in kw:  # the miner left negatives out
             assert 0 < pairs.negatives_per_row().sum() < (LABELS[:, None] != LABELS).sum()
+
+
+def test_summed_rows_refuse_an_upstream_gradient_that_differs_between_rows():
+    # summed=True takes the backward products in the forward, valid for a plain sum only
+    x, _ = _inputs()
+    leaf = x.clone().requires_grad_(True)
+    pairs = _pair_rows.cosine_pairs(leaf, LABELS, None, None, None, None)
+
+    def terms(s, block, _params, want, _grad_params):
+        loss = s.sum(1)
+        if want:
+            s.fill_(1)
+        return loss, None
+
+    loss, _ = _pair_rows.row_loss(pairs, terms, summed=True)
+    (fused,) = torch.autograd.grad(loss.sum() * 3, leaf, retain_graph=True)
+    plain, _ = _pair_rows.row_loss(_pair_rows.cosine_pairs(leaf, LABELS, None, None, None, None),
+                                   terms)
+    torch.testing.assert_close(fused, torch.autograd.grad(plain.sum() * 3, leaf)[0])
+    with pytest.raises(RuntimeError, match="same upstream gradient for every row"):
+        torch.autograd.grad((loss * torch.arange(len(LABELS))).sum(), leaf)

@@ -8,7 +8,9 @@ block of S by one matrix product, then the term and its closed-form derivative d
 written in place over the block, which is a block of one [B, M] matrix J. The backward pass is
 the two matrix products (J r̂)·g and Jᵀ(x̂·g) with g = grad_output — three B×M×D products in
 all, the floor of any loss on the Gram matrix, and O(B·M) memory: no B×M autograd graph, and no
-B×B×B or B×B×D intermediate.
+B×B×B or B×B×D intermediate. When the loss is the rows' sum (reduction "mean" or "sum", so g is
+the same for every row) the two products are taken block by block in the forward pass instead,
+while the block is in cache, and J is never stored: O(block) memory.
 
 The positives are few (a class's other samples), so they are lists of (row, column) pairs,
 found from the sorted reference labels in O(B·K + M log M) (K: the samples of a class among the
@@ -235,20 +237,25 @@ def _blocks(pairs: CosinePairs, step: int, work: Tensor | None = None,
 
 class _RowLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, r, params, fn, pairs, aux_width):  # type: ignore[override]
+    def forward(ctx, x, r, params, fn, pairs, aux_width, summed):  # type: ignore[override]
         b, m = x.shape[0], r.shape[0]
         out = x.new_zeros(b)
         want = any(ctx.needs_input_grad[:3])
-        jac = x.new_empty(b if want else 0, m)
+        # summed: each block's J is multiplied out as soon as it is written (J r̂ and Jᵀ x̂,
+        # exact for the uniform upstream gradient of a sum) and never stored
+        fused = want and summed
+        jac = x.new_empty(b if want and not fused else 0, m)
         jac_params = None if params is None else torch.zeros_like(params)
         scale = x.new_ones(b) if want else None
+        jr = x.new_zeros(b, x.shape[1]) if fused and ctx.needs_input_grad[0] else None
+        jx = r.new_zeros(m, r.shape[1]) if fused and ctx.needs_input_grad[1] else None
         step = max(1, ROW_BLOCK_ELEMENTS // max(m, 1))
-        scratch = None if want else x.new_empty(min(step, b), m)
+        scratch = x.new_empty(min(step, b), m) if jac.numel() == 0 else None
         work = x.new_empty(min(step, b), m)
         aux_blocks: list[Tensor] = []
         for block in _blocks(pairs, step, work, scale) if m else ():
             rows = block.rows
-            s = jac[rows] if want else scratch[: block.size]
+            s = scratch[: block.size] if scratch is not None else jac[rows]
             torch.mm(x[rows], r.T, out=s)
             p = None if params is None else params[rows]
             gp = jac_params[rows] if want and jac_params is not None else None
@@ -256,23 +263,38 @@ class _RowLoss(torch.autograd.Function):
             out[rows] = loss
             if aux is not None:
                 aux_blocks.append(aux)
+            if jr is not None:
+                torch.mm(s, r, out=jr[rows])
+            if jx is not None:
+                jx.addmm_(s.T, x[rows] * block.scale[:, None])
         aux_all = torch.cat(aux_blocks) if aux_blocks else x.new_zeros(b, aux_width)
         ctx.mark_non_differentiable(aux_all)
-        ctx.save_for_backward(x, r, jac, jac_params, scale)
+        ctx.fused = fused
+        ctx.save_for_backward(x, r, jac, jac_params, scale, jr, jx)
         return out, aux_all
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, _grad_aux):  # type: ignore[override]
-        x, r, jac, jac_params, scale = ctx.saved_tensors
-        # G = diag(grad_out · scale)·J never formed: scale the [B, D] sides instead
-        go = (grad_out * scale)[:, None]
-        dx = (jac @ r).mul_(go) if ctx.needs_input_grad[0] else None
-        dr = jac.T @ (x * go) if ctx.needs_input_grad[1] else None
-        dp = None
+        x, r, jac, jac_params, scale, jr, jx = ctx.saved_tensors
+        dx = dr = dp = None
+        if ctx.fused:
+            g = grad_out[:1].sum()  # 0-d (0 for an empty batch)
+            if not bool((grad_out == g).all()):
+                raise RuntimeError("row_loss(summed=True) needs the same upstream gradient for "
+                                   "every row (the rows' losses must be summed)")
+            if jr is not None:  # (out of place: a retained graph may run backward again)
+                dx = jr * (scale * g)[:, None]
+            if jx is not None:
+                dr = jx * g
+        else:
+            # G = diag(grad_out · scale)·J never formed: scale the [B, D] sides instead
+            go = (grad_out * scale)[:, None]
+            dx = (jac @ r).mul_(go) if ctx.needs_input_grad[0] else None
+            dr = jac.T @ (x * go) if ctx.needs_input_grad[1] else None
         if jac_params is not None and ctx.needs_input_grad[2]:
             dp = jac_params * grad_out.view(-1, *([1] * (jac_params.dim() - 1)))
-        return dx, dr, dp, None, None, None
+        return dx, dr, dp, None, None, None, None
 
 
 def row_loss(
@@ -280,6 +302,7 @@ def row_loss(
     fn: RowFn,
     params: Tensor | None = None,
     aux_width: int = 0,
+    summed: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """``(loss [B], aux [B, k])``: the per-anchor terms ``fn`` computes on blocks of S rows.
 
@@ -289,8 +312,13 @@ def row_loss(
     wanted. It returns the block's loss terms (each depending on its own row only) and optional
     non-differentiable per-row statistics (``aux_width`` counts); with ``want`` it leaves the
     closed-form dℓ_i/dS_ij in S and writes dℓ_i/dparams_i into ``grad_params`` (when given).
+
+    ``summed=True`` (for a caller that only sums the rows' losses, times any constant): the
+    two backward products are taken block by block in the forward pass, while each block is
+    in cache, and the [B, M] matrix J is never stored (O(block) memory instead of O(B·M)); the
+    backward then refuses an upstream gradient that differs between rows.
     """
-    return _RowLoss.apply(pairs.anchors, pairs.refs, params, fn, pairs, aux_width)
+    return _RowLoss.apply(pairs.anchors, pairs.refs, params, fn, pairs, aux_width, summed)
 
 
 class PairRowsLoss(BatchLoss):

@@ -104,10 +104,11 @@ def batch_contrastive_loss(
     ordered pairs, each once) that are valid for the labels.
 
     With ``reduction`` "mean" or "sum" and no ``indices_tuple`` the sum is computed one block of
-    rows at a time with its closed-form gradient (three B×M×D matrix products, O(B·M) memory
-    and no [B, M] autograd graph; with an offset each block only from the columns its pairs can
-    reach, so against itself about half of those products and of that memory); ``"none"`` and
-    mined pairs use the dense per-pair form.
+    rows at a time with its closed-form gradient (three B×M×D matrix products, the two of the
+    gradient taken block by block in the forward pass; memory O((B + M)·D) plus one block, no
+    [B, M] autograd graph; with an offset each block only from the columns its pairs can reach,
+    so against itself about half of those products); ``"none"`` and mined pairs use the dense
+    per-pair form.
 
     Paper: Hadsell, Chopra & LeCun, CVPR 2006. Defaults: margin=1.0, Euclidean distance.
     """
@@ -157,21 +158,26 @@ class _ContrastiveSum(torch.autograd.Function):
     from blocks of rows of the base matrix (x rᵀ for cosine/dot, squared distances for the
     Euclidean ones). With an offset, a block of rows i ∈ [a, z) is computed only from column
     offset + a + 1 on (the columns before pair with none of its rows), so against itself about
-    half of B×B is computed, forward and backward. Every pair is first scored as a negative,
-    then the few same-label pairs (from the sorted labels) are rescored as positives. With a
-    gradient wanted each block is overwritten by dℓ/d(base) (its part of one [B, M] matrix J)
-    and the backward pass is two matrix products per block; no [B, M] autograd graph."""
+    half of B×B is computed. Every pair is first scored as a negative, then the few same-label
+    pairs (from the sorted labels) are rescored as positives. With a gradient wanted each block
+    is overwritten by dℓ/d(base) (its part of a [B, M] matrix J) and multiplied out at once,
+    while in cache: J [r, 1] and Jᵀ [x, 1] are summed block by block in the forward pass (the
+    loss is one sum, so the backward only scales them); J is never stored."""
 
     @staticmethod
     def forward(ctx, x, r, rows, cols, ptr, offset, margin, distance):  # type: ignore[override]
         b, m = x.shape[0], r.shape[0]
-        want = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         euclid = distance in ("euclidean", "squared_euclidean")
         x_sq = (x * x).sum(1) if euclid else None
         r_sq = (x_sq if r is x else (r * r).sum(1)) if euclid else None
+        # Euclidean base ‖x_i‖² + ‖r_j‖² − 2 x_i·r_j: a column of ones gives the row sums of J
+        # (and of Jᵀ) in the same products as J r (Jᵀ x)
+        x1 = torch.cat([x, x.new_ones(b, 1)], 1) if euclid else x
+        r1 = torch.cat([r, r.new_ones(m, 1)], 1) if euclid else r
+        jr = x1.new_zeros(x1.shape) if ctx.needs_input_grad[0] else None  # J [r, 1]
+        jx = r1.new_zeros(r1.shape) if ctx.needs_input_grad[1] else None  # Jᵀ [x, 1]
         step = max(1, ROW_BLOCK_ELEMENTS // max(m, 1))
-        work = x.new_empty(2 * min(step, b) * m)  # one block's hinge (and base, without grad)
-        blocks, layout = [], []
+        work = x.new_empty(2, min(step, b) * m)  # one block's base and its hinge
         total = x.new_zeros(())
         for start in range(0, b if m else 0, step):
             stop = min(start + step, b)
@@ -179,7 +185,7 @@ class _ContrastiveSum(torch.autograd.Function):
             if first == m:  # every later row's pairs lie past the last column too
                 break
             n, width = stop - start, m - first
-            s = x.new_empty(n, width) if want else work[n * width : 2 * n * width].view(n, width)
+            s, h = work[0, : n * width].view(n, width), work[1, : n * width].view(n, width)
             if euclid:
                 torch.addmm(r_sq[None, first:], x[start:stop], r[first:].T, alpha=-2, out=s)
                 s.add_(x_sq[start:stop, None]).clamp_min_(0)
@@ -191,46 +197,32 @@ class _ContrastiveSum(torch.autograd.Function):
                 pr, pc = pr[keep], pc[keep]
             pc = pc - first
             base = s[pr, pc]
-            h = _negative_hinge(s, margin, distance, work[: n * width].view(n, width))
+            _negative_hinge(s, margin, distance, h)
             h[pr, pc] = 0
             if offset is not None:  # row l pairs with the block's columns l, l + 1, ...
                 _drop_lower(h)
             total += torch.dot(h.view(-1), h.view(-1)) / 2 + _positive_term(base, distance).sum()
-            if want:
+            if jr is not None or jx is not None:
                 _negative_grad(s, h, distance)
                 s[pr, pc] = _positive_grad(base, distance)
-                blocks.append(s)
-                layout.append((start, stop, first))
-        ctx.euclid, ctx.layout = euclid, layout
-        ctx.save_for_backward(x, r, *blocks)
+                if jr is not None:
+                    torch.mm(s, r1[first:], out=jr[start:stop])
+                if jx is not None:
+                    jx[first:].addmm_(s.T, x1[start:stop])
+        ctx.euclid = euclid
+        ctx.save_for_backward(x, r, jr, jx)
         return total
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
-        x, r, *blocks = ctx.saved_tensors
-        # Euclidean base ‖x_i‖² + ‖r_j‖² − 2 x_i·r_j: a column of ones gives the row sums of J
-        # (and of Jᵀ) in the same products as J r (Jᵀ x)
-        x1, r1 = x, r
-        if ctx.euclid:
-            x1 = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
-            r1 = torch.cat([r, r.new_ones(r.shape[0], 1)], 1)
-        jr = x1.new_zeros(x1.shape) if ctx.needs_input_grad[0] else None  # J [r, 1]
-        jx = r1.new_zeros(r1.shape) if ctx.needs_input_grad[1] else None  # Jᵀ [x, 1]
-        for (start, stop, first), jac in zip(ctx.layout, blocks, strict=True):
-            if jr is not None:
-                torch.mm(jac, r1[first:], out=jr[start:stop])
-            if jx is not None:
-                jx[first:].addmm_(jac.T, x1[start:stop])
-        dx = dr = None
+        x, r, jr, jx = ctx.saved_tensors
         if not ctx.euclid:  # base x rᵀ
-            dx = None if jr is None else jr.mul_(grad)
-            dr = None if jx is None else jx.mul_(grad)
-        else:
-            if jr is not None:
-                dx = (x * jr[:, -1:]).sub_(jr[:, :-1]).mul_(2 * grad)
-            if jx is not None:
-                dr = (r * jx[:, -1:]).sub_(jx[:, :-1]).mul_(2 * grad)
+            dx = None if jr is None else jr * grad
+            dr = None if jx is None else jx * grad
+        else:  # d(base)/dx_i = 2 (x_i Σ_j J_ij − Σ_j J_ij r_j), and alike for r
+            dx = None if jr is None else (x * jr[:, -1:]).sub_(jr[:, :-1]).mul_(2 * grad)
+            dr = None if jx is None else (r * jx[:, -1:]).sub_(jx[:, :-1]).mul_(2 * grad)
         return dx, dr, None, None, None, None, None, None
 
 

@@ -133,7 +133,7 @@ def fastap_loss(
             s[r, c] = (step_pos - per_total[r, k_pos]) * (-2 / width)
         return loss, has_pos[:, None].to(s.dtype)
 
-    loss, valid = row_loss(pairs, terms, aux_width=1)
+    loss, valid = row_loss(pairs, terms, aux_width=1, summed=reduction != "none")
     count = valid.sum() if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
 

@@ -102,7 +102,7 @@ def margin_loss(
         active = row_sum(pulled, r, b) + pushed
         return loss, torch.stack([active, row_sum(wp, r, b)], 1)
 
-    loss, aux = row_loss(pairs, terms, boundary, aux_width=2)
+    loss, aux = row_loss(pairs, terms, boundary, aux_width=2, summed=reduction != "none")
     active, triplets = aux[:, 0].sum(), aux[:, 1]
     out = reduce(loss, reduction, active if reduction == "mean" else None)
     if reduction != "none" and nu > 0 and triplets.numel():

@@ -68,7 +68,7 @@ def multi_similarity_loss(
             e[r, c] = -w / pull_den[r]
         return pull + push, None
 
-    loss, _ = row_loss(pairs, terms)
+    loss, _ = row_loss(pairs, terms, summed=reduction != "none")
     return reduce(loss, reduction).to(embeddings.dtype)
 
 

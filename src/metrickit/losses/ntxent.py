@@ -56,7 +56,7 @@ def ntxent_loss(
         )
         return loss, None
 
-    loss, _ = row_loss(pairs, terms)
+    loss, _ = row_loss(pairs, terms, summed=reduction != "none")
     count = pairs.num_positive if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
 
@@ -110,7 +110,7 @@ def supcon_loss(
             e[r, c] = e_pos * coef[r] - 1 / (temperature * n_pos[r])
         return loss, valid[:, None].to(s.dtype)
 
-    loss, valid = row_loss(pairs, terms, aux_width=1)
+    loss, valid = row_loss(pairs, terms, aux_width=1, summed=reduction != "none")
     count = valid.sum() if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
 

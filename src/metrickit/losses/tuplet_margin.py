@@ -55,7 +55,7 @@ def tuplet_margin_loss(
     def terms(s, block, _params, want, _grad_params):
         return softmax_over_negatives(s, block, scale, shifted, want), None
 
-    loss, _ = row_loss(pairs, terms)
+    loss, _ = row_loss(pairs, terms, summed=reduction != "none")
     count = pairs.num_positive if reduction == "mean" else None
     return reduce(loss, reduction, count).to(embeddings.dtype)
 
