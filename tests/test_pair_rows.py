@@ -106,3 +106,23 @@ def test_summed_rows_refuse_an_upstream_gradient_that_differs_between_rows():
     torch.testing.assert_close(fused, torch.autograd.grad(plain.sum() * 3, leaf)[0])
     with pytest.raises(RuntimeError, match="same upstream gradient for every row"):
         torch.autograd.grad((loss * torch.arange(len(LABELS))).sum(), leaf)
+
+
+@pytest.mark.parametrize("summed", [False, True])
+def test_no_gradient_work_under_no_grad(summed):
+    # under torch.no_grad() the loss is the same and fn is never asked for dℓ/dS
+    x, _ = _inputs()
+    leaf = x.clone().requires_grad_(True)
+    asked = []
+
+    def terms(s, block, _params, want, _grad_params):
+        asked.append(want)
+        return s.sum(1), None
+
+    pairs = _pair_rows.cosine_pairs(leaf, LABELS, None, None, None, None)
+    with torch.no_grad():
+        quiet, _ = _pair_rows.row_loss(pairs, terms, summed=summed)
+    assert asked and not any(asked)
+    loud, _ = _pair_rows.row_loss(pairs, terms, summed=summed)
+    assert all(asked[len(asked) // 2:])
+    torch.testing.assert_close(quiet, loud.detach())

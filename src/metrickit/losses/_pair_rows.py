@@ -237,10 +237,11 @@ def _blocks(pairs: CosinePairs, step: int, work: Tensor | None = None,
 
 class _RowLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, r, params, fn, pairs, aux_width, summed):  # type: ignore[override]
+    def forward(ctx, x, r, params, fn, pairs, aux_width, summed, grad_mode):  # type: ignore[override]
         b, m = x.shape[0], r.shape[0]
         out = x.new_zeros(b)
-        want = any(ctx.needs_input_grad[:3])
+        # grad_mode: torch.is_grad_enabled() at the call (inside forward it is always off)
+        want = grad_mode and any(ctx.needs_input_grad[:3])
         # summed: each block's J is multiplied out as soon as it is written (J r̂ and Jᵀ x̂,
         # exact for the uniform upstream gradient of a sum) and never stored
         fused = want and summed
@@ -294,7 +295,7 @@ class _RowLoss(torch.autograd.Function):
             dr = jac.T @ (x * go) if ctx.needs_input_grad[1] else None
         if jac_params is not None and ctx.needs_input_grad[2]:
             dp = jac_params * grad_out.view(-1, *([1] * (jac_params.dim() - 1)))
-        return dx, dr, dp, None, None, None, None
+        return dx, dr, dp, None, None, None, None, None
 
 
 def row_loss(
@@ -318,7 +319,8 @@ def row_loss(
     in cache, and the [B, M] matrix J is never stored (O(block) memory instead of O(B·M)); the
     backward then refuses an upstream gradient that differs between rows.
     """
-    return _RowLoss.apply(pairs.anchors, pairs.refs, params, fn, pairs, aux_width, summed)
+    return _RowLoss.apply(pairs.anchors, pairs.refs, params, fn, pairs, aux_width, summed,
+                          torch.is_grad_enabled())
 
 
 class PairRowsLoss(BatchLoss):
