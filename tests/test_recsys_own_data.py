@@ -268,3 +268,25 @@ def test_benchmark_report_tables_every_cell(tmp_path):
     text = recsys_peers.report(tmp_path)
     assert "| d | random | 10 | 0.5000 / 0.9000 (2) | 0.2000 / 0.9000 (2) |" in text
     assert "reach 1.0" in text and "reach 2.0" in text  # ours reaches 0.2 at epoch 1
+
+
+def test_benchmark_report_means_the_warp_cells_over_seeds(tmp_path):
+    import json
+
+    from benchmarks import recsys_peers
+
+    bests = {("ours-warp", 0): (0.20, 0.90), ("ours-warp", 1): (0.30, 0.895),
+             ("lightfm-warp", 0): (0.26, 0.90), ("lightfm-warp", 1): (0.22, 0.90),
+             ("lightfm-warp", 2): (0.99, 0.99)}  # a seed ours lacks is left out
+    for (method, seed), (p10, auc) in bests.items():
+        best = {"epoch": 1, "seconds": 1.0, "precision_at_10": p10, "auc": auc}
+        cell = {"data": "d", "split": "temporal", "dim": 64, "method": method, "seed": seed,
+                "curve": [best], "best": best, "epoch_seconds": 1.0, "machine": {"load": 1.0}}
+        (tmp_path / f"{method}_{seed}.json").write_text(json.dumps(cell))
+    text = recsys_peers.report(tmp_path)
+    assert "| d | temporal | 64 | 0.2000 / 0.9000 (1) | 0.2600 / 0.9000 (1) |" in text  # seed 0
+    assert ("| d | temporal | 64 | 0, 1 | 0.2500 (0.2000, 0.3000) | 0.2400 (0.2600, 0.2200) | "
+            "0.8975 (0.9000, 0.8950) | 0.9000 (0.9000, 0.9000) | met (+0.0100) | met (-0.0025) |"
+            in text)
+    (tmp_path / "ours-warp_1.json").unlink()  # one seed: no mean table
+    assert "over seeds" not in recsys_peers.report(tmp_path)
