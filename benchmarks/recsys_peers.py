@@ -258,7 +258,7 @@ def _targets(cells: dict[tuple, dict], key: tuple, speed: dict[tuple, dict]) -> 
 
 def _mean_mark(mine: list[float], theirs: list[float], slack: float = 0.0) -> str:
     a, b = float(np.mean(mine)), float(np.mean(theirs))
-    return f"{'met' if a >= b - slack else 'NOT met'} ({a - b:+.4f})"
+    return f"{'met' if a >= b - slack else 'NOT met'} ({round(a - b, 4) + 0.0:+.4f})"  # no -0
 
 
 def seed_table(by_seed: dict[tuple, dict[int, dict]]) -> list[str]:
