@@ -307,3 +307,11 @@ def count_at_most(
     else:
         found = torch.searchsorted(ranks.sorted, vals, right=True, out_int32=True)
     return res.index_copy_(0, todo, found).view(v.shape)
+
+
+def grad_wanted(*tensors: Tensor | None) -> bool:
+    """Whether autograd will ask for a gradient of any of ``tensors``: grad mode on and one of
+    them requiring grad. Read it before ``Function.apply`` and pass it in: inside ``forward``
+    grad mode is always off, and ``ctx.needs_input_grad`` ignores it (under ``torch.no_grad()``
+    a custom Function would otherwise still do its gradient work)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._kernels import grad_wanted
 from .._validation import compute_dtype
 from ._pair_rows import ROW_BLOCK_ELEMENTS, _same_label_pairs
 from ._pairs import Batch
@@ -87,7 +88,7 @@ def lifted_blockwise(embeddings: Tensor, call: Batch, margin: float, mean: bool)
     if pairs.rows.numel() == 0:
         zero = 0 * x.sum() if r is None else 0 * (x.sum() + r.sum())
         return x.new_zeros(0) + zero  # no pair: zero terms, zero gradients
-    terms, ok = _LiftedSweep.apply(x, r, pairs, margin, mean)
+    terms, ok = _LiftedSweep.apply(x, r, pairs, margin, mean, grad_wanted(x, r))
     return terms if bool(ok) else None
 
 
@@ -100,11 +101,10 @@ def _augmented(x: Tensor, left: bool) -> Tensor:
 
 class _LiftedSweep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, r, pairs, margin, mean):  # type: ignore[override]
+    def forward(ctx, x, r, pairs, margin, mean, want):  # type: ignore[override]
         symmetric = r is None
         ref = x if symmetric else r
         b, m = x.shape[0], ref.shape[0]
-        want = any(ctx.needs_input_grad[:2])
         left, right = _augmented(x, True), _augmented(ref, False)
         jac = x.new_empty(b if want else 0, m)
         step = max(1, ROW_BLOCK_ELEMENTS // max(m, 1))
@@ -179,7 +179,7 @@ class _LiftedSweep(torch.autograd.Function):
                 _products(blk.nan_to_num_(0.0, 0.0, 0.0), x1[start:stop], r1, hr[start:stop], hx)
         dx = hr[:, :-1].sub_(x * hr[:, -1:])
         dr = None if hx is None else hx[:, :-1].sub_(ref * hx[:, -1:])
-        return dx, dr, None, None, None
+        return dx, dr, None, None, None, None
 
 
 def _products(h: Tensor, x1: Tensor, r1: Tensor, hr: Tensor, hx: Tensor | None) -> bool:

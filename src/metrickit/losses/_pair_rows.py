@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._kernels import grad_wanted
 from .._validation import check_embeddings, check_labels, compute_dtype
 from ..masks import mined_pair_masks, resolve_references
 from ._base import BatchLoss
@@ -237,11 +238,9 @@ def _blocks(pairs: CosinePairs, step: int, work: Tensor | None = None,
 
 class _RowLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, r, params, fn, pairs, aux_width, summed, grad_mode):  # type: ignore[override]
+    def forward(ctx, x, r, params, fn, pairs, aux_width, summed, want):  # type: ignore[override]
         b, m = x.shape[0], r.shape[0]
         out = x.new_zeros(b)
-        # grad_mode: torch.is_grad_enabled() at the call (inside forward it is always off)
-        want = grad_mode and any(ctx.needs_input_grad[:3])
         # summed: each block's J is multiplied out as soon as it is written (J r̂ and Jᵀ x̂,
         # exact for the uniform upstream gradient of a sum) and never stored
         fused = want and summed
@@ -319,8 +318,8 @@ def row_loss(
     in cache, and the [B, M] matrix J is never stored (O(block) memory instead of O(B·M)); the
     backward then refuses an upstream gradient that differs between rows.
     """
-    return _RowLoss.apply(pairs.anchors, pairs.refs, params, fn, pairs, aux_width, summed,
-                          torch.is_grad_enabled())
+    want = grad_wanted(pairs.anchors, pairs.refs, params)
+    return _RowLoss.apply(pairs.anchors, pairs.refs, params, fn, pairs, aux_width, summed, want)
 
 
 class PairRowsLoss(BatchLoss):

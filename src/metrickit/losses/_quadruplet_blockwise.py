@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from .._kernels import RankTable, count_at_most, rank_table
+from .._kernels import RankTable, count_at_most, grad_wanted, rank_table
 from . import _batch_all
 from ._pair_rows import _same_label_pairs
 
@@ -190,9 +190,8 @@ class _Quadruplet(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: FunctionCtx, x: Tensor, r: Tensor, labels: Tensor, ref_labels: Tensor,
-        offset: int | None, margin1: float, margin2: float,
+        offset: int | None, margin1: float, margin2: float, want: bool,
     ) -> Tensor:
-        want = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         b, m = x.shape[0], r.shape[0]
         x_sq = (x * x).sum(1)
         r_sq = (r * r).sum(1)
@@ -256,7 +255,7 @@ class _Quadruplet(torch.autograd.Function):
         if s2:
             dr2 = (r * (w2.sum(1) + w2.sum(0))[:, None]).sub_(w2 @ r).sub_(w2.T @ r)
             dr.add_(dr2, alpha=s2)
-        return dx, dr.mul_(2 * grad), None, None, None, None, None
+        return dx, dr.mul_(2 * grad), None, None, None, None, None, None
 
 
 def blockwise_quadruplet(
@@ -265,4 +264,5 @@ def blockwise_quadruplet(
 ) -> Tensor:
     """The batch-all quadruplet loss of anchors ``x`` [B, D] against a reference set ``r``
     [M, D] (the batch against itself: :mod:`._quadruplet_symmetric`), in the compute dtype."""
-    return _Quadruplet.apply(x, r, labels, ref_labels, offset, margin1, margin2)
+    return _Quadruplet.apply(x, r, labels, ref_labels, offset, margin1, margin2,
+                             grad_wanted(x, r))

@@ -33,6 +33,7 @@ from .._kernels import (
     count_at_most,
     count_buffers,
     distance_block_into,
+    grad_wanted,
     rank_table,
 )
 from . import _quadruplet_blockwise as qb
@@ -155,9 +156,8 @@ def _block(d: Tensor, r0: int, a: int, h: int, thr: _Thresholds, ranks: RankTabl
 class _SymmetricQuadruplet(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: FunctionCtx, x: Tensor, labels: Tensor, margin1: float, margin2: float
+        ctx: FunctionCtx, x: Tensor, labels: Tensor, margin1: float, margin2: float, want: bool
     ) -> Tensor:
-        want = ctx.needs_input_grad[0]
         b = x.shape[0]
         x_sq = (x * x).sum(1)
         s = qb._setup(x, x_sq, labels, x, x_sq, labels, 0, True, margin2)
@@ -246,9 +246,9 @@ class _SymmetricQuadruplet(torch.autograd.Function):
             sums[a : a + h] += panel.sum(1)
             sums[a:] += panel.sum(0)
         dx.addcmul_(x, sums[:, None])
-        return dx.mul_(2 * ctx.scale * grad), None, None, None
+        return dx.mul_(2 * ctx.scale * grad), None, None, None, None
 
 
 def symmetric_quadruplet(x: Tensor, labels: Tensor, margin1: float, margin2: float) -> Tensor:
     """The batch-all quadruplet loss of the batch ``x`` [B, D] against itself (compute dtype)."""
-    return _SymmetricQuadruplet.apply(x, labels, margin1, margin2)
+    return _SymmetricQuadruplet.apply(x, labels, margin1, margin2, grad_wanted(x))
